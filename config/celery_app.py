@@ -1,0 +1,66 @@
+"""The Celery application: ``celery -A config worker|beat|flower``.
+
+Every reliability setting is set here, once, and named:
+
+- ``task_acks_late`` + ``task_reject_on_worker_lost``: a message is acknowledged only after
+  its task ends, and a worker that dies mid-task gives it back to the queue.
+- ``worker_prefetch_multiplier = 1``: a worker holds one message per process, so a crash
+  strands as little as possible and long tasks do not block short ones.
+- JSON only: no pickle, so a message can never execute code on the worker.
+- Soft and hard time limits on every task; the hard limit stays below the Redis
+  ``visibility_timeout`` (checked in settings), so a healthy task is never redelivered to a
+  second worker, while a dead worker's messages come back within that timeout.
+"""
+
+import os
+
+from celery import Celery
+from django.conf import settings
+from kombu import Exchange, Queue
+
+from tasks.queues import QUEUES
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+app = Celery("config")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+
+
+app.conf.update(
+    task_serializer="json",
+    result_serializer="json",
+    accept_content=["json"],
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    task_track_started=True,
+    task_soft_time_limit=settings.CELERY_TASK_SOFT_TIME_LIMIT,
+    task_time_limit=settings.CELERY_TASK_TIME_LIMIT,
+    broker_connection_retry_on_startup=True,
+    broker_connection_timeout=4,
+    broker_transport_options={
+        "visibility_timeout": settings.CELERY_VISIBILITY_TIMEOUT,
+        # Publishing must fail fast when Redis is down: the outbox keeps the event.
+        "socket_connect_timeout": 3,
+        "socket_timeout": 10,
+        "retry_on_timeout": True,
+        # Check for messages of dead workers often, so recovery is bounded by the
+        # visibility timeout rather than by how rarely the check runs.
+        "unacked_restore_limit": 100,
+    },
+    result_backend_transport_options={"visibility_timeout": settings.CELERY_VISIBILITY_TIMEOUT},
+    task_queues=[
+        Queue(name, Exchange(name, type="direct", durable=True), routing_key=name, durable=True) for name in QUEUES
+    ],
+    task_routes=("tasks.queues.route_task",),
+    task_default_queue="default",
+    task_default_exchange="default",
+    task_default_routing_key="default",
+    task_default_delivery_mode="persistent",
+    task_create_missing_queues=False,
+    worker_cancel_long_running_tasks_on_connection_loss=True,
+    worker_send_task_events=True,
+    task_send_sent_event=True,
+)
+
+app.autodiscover_tasks()

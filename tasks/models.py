@@ -1,0 +1,106 @@
+"""Platform tables: the transactional outbox, delivery records and dead letters."""
+
+from django.db import models
+
+
+class Outbox(models.Model):
+    """One event registered in a business transaction, waiting to be (or already) dispatched."""
+
+    message_id = models.UUIDField(unique=True)
+    message_type = models.CharField(max_length=200)
+    payload = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        verbose_name = "outbox message"
+        indexes = [
+            models.Index(fields=["created_at"], condition=models.Q(sent_at__isnull=True), name="outbox_unsent_idx"),
+            models.Index(fields=["sent_at"], name="outbox_sent_at_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.message_type} {self.message_id}"
+
+
+class Delivery(models.Model):
+    """One message for one async handler: recorded when sent, marked done when handled.
+
+    The (message_id, handler) pair is the idempotency key: the handler's work and the
+    ``done`` mark commit together, so a redelivered message does nothing the second time.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        DEAD = "dead", "Dead-lettered"
+
+    message_id = models.UUIDField()
+    handler = models.CharField(max_length=255)
+    message_type = models.CharField(max_length=200)
+    payload = models.JSONField()
+    queue = models.CharField(max_length=50)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    task_id = models.CharField(max_length=255, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    send_count = models.PositiveIntegerField(default=0)
+    unfinished_starts = models.PositiveIntegerField(
+        default=0, help_text="Starts since the last clean finish: each one a worker that died."
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "deliveries"
+        constraints = [
+            models.UniqueConstraint(fields=["message_id", "handler"], name="delivery_once_per_message_and_handler")
+        ]
+        indexes = [
+            models.Index(
+                fields=["sent_at"],
+                condition=models.Q(status__in=["pending", "running"]),
+                name="delivery_unfinished_idx",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.handler} <- {self.message_type} {self.message_id}"
+
+
+class DeadLetter(models.Model):
+    """A task that failed for good: everything needed to understand it and run it again."""
+
+    class Status(models.TextChoices):
+        DEAD = "dead", "Dead"
+        REQUEUED = "requeued", "Requeued"
+        DISCARDED = "discarded", "Discarded"
+
+    task_name = models.CharField(max_length=255, db_index=True)
+    task_id = models.CharField(max_length=255, blank=True)
+    queue = models.CharField(max_length=50, blank=True)
+    args = models.JSONField(default=list, blank=True)
+    kwargs = models.JSONField(default=dict, blank=True)
+    message_id = models.UUIDField(null=True, blank=True, db_index=True)
+    message_type = models.CharField(max_length=200, blank=True)
+    handler = models.CharField(max_length=255, blank=True, db_index=True)
+    payload = models.JSONField(null=True, blank=True)
+    reason = models.CharField(max_length=50, blank=True, help_text="failed, retries exhausted, poison, time limit")
+    exception_type = models.CharField(max_length=255, blank=True)
+    exception_message = models.TextField(blank=True)
+    traceback = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=1)
+    first_failed_at = models.DateTimeField()
+    last_failed_at = models.DateTimeField(db_index=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.DEAD, db_index=True)
+    requeued_at = models.DateTimeField(null=True, blank=True)
+    requeue_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-last_failed_at"]
+
+    def __str__(self) -> str:
+        return f"{self.task_name} {self.handler} ({self.exception_type})".strip()

@@ -1,0 +1,73 @@
+"""factory_boy factories for marketplace data."""
+
+from datetime import timedelta
+
+import factory
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+
+from marketplace.models import ApiToken, Author, Component, Download, Rating
+
+VALID_SOURCE = """---
+name: {name}
+version: 1.0.0
+description: A component for tests.
+tags: [test]
+---
+print("hello")
+"""
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+        django_get_or_create = ("username",)
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    email = factory.LazyAttribute(lambda u: f"{u.username}@example.com")
+    password = factory.django.Password("pw-for-tests")
+
+
+class AuthorFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Author
+
+    user = factory.SubFactory(UserFactory)
+    display_name = factory.LazyAttribute(lambda a: a.user.username.title())
+
+
+class ComponentFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Component
+
+    author = factory.SubFactory(AuthorFactory)
+    name = factory.Sequence(lambda n: f"Component {n}")
+    slug = factory.Sequence(lambda n: f"component-{n}")
+    source = factory.LazyAttribute(lambda c: VALID_SOURCE.format(name=c.name))
+
+
+class RatingFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Rating
+
+    component = factory.SubFactory(ComponentFactory)
+    user = factory.SubFactory(UserFactory)
+    score = 4
+
+
+class DownloadFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Download
+
+    component = factory.SubFactory(ComponentFactory)
+    user = factory.SubFactory(UserFactory)
+
+
+class ApiTokenFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = ApiToken
+
+    user = factory.SubFactory(UserFactory)
+    expires_at = factory.LazyFunction(lambda: timezone.now() + timedelta(days=30))
+    key_hash = factory.Sequence(lambda n: f"{n:064x}")
+    key_prefix = factory.Sequence(lambda n: f"{n:08x}")
