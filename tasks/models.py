@@ -1,5 +1,6 @@
-"""Platform tables: the transactional outbox, delivery records and dead letters."""
+"""Platform tables: outbox, deliveries, dead letters, Beat heartbeat, schedule policies and history."""
 
+from django.conf import settings
 from django.db import models
 
 
@@ -104,3 +105,67 @@ class DeadLetter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.task_name} {self.handler} ({self.exception_type})".strip()
+
+
+class BeatHeartbeat(models.Model):
+    """The running Beat's leadership and liveness: one row per Beat lock name.
+
+    Written by the active Beat every tick; read by health checks and the status page.
+    """
+
+    name = models.CharField(max_length=100, unique=True, default="beat")
+    leader = models.CharField(max_length=255, blank=True, help_text="hostname:pid of the Beat holding the lock")
+    started_at = models.DateTimeField(null=True, blank=True)
+    last_tick_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.leader or 'no leader'}"
+
+
+class SchedulePolicy(models.Model):
+    """Misfire and overlap policy of one django-celery-beat PeriodicTask."""
+
+    class Misfire(models.TextChoices):
+        RUN_ONCE = "run_once", "Run once to catch up"
+        SKIP = "skip", "Skip missed runs"
+
+    class Overlap(models.TextChoices):
+        ALLOW = "allow", "Allow overlapping runs"
+        SKIP = "skip", "Skip while the previous run is running"
+
+    periodic_task = models.OneToOneField(
+        "django_celery_beat.PeriodicTask", on_delete=models.CASCADE, related_name="policy"
+    )
+    misfire = models.CharField(max_length=10, choices=Misfire.choices, default=Misfire.RUN_ONCE)
+    overlap = models.CharField(max_length=10, choices=Overlap.choices, default=Overlap.SKIP)
+
+    class Meta:
+        verbose_name_plural = "schedule policies"
+
+    def __str__(self) -> str:
+        return f"misfire={self.misfire} overlap={self.overlap}"
+
+
+class ScheduleChange(models.Model):
+    """History of a schedule: every create, change and delete, by whom and what changed."""
+
+    class Action(models.TextChoices):
+        CREATED = "created", "Created"
+        CHANGED = "changed", "Changed"
+        DELETED = "deleted", "Deleted"
+
+    periodic_task_id = models.IntegerField(db_index=True)
+    periodic_task_name = models.CharField(max_length=200)
+    action = models.CharField(max_length=10, choices=Action.choices)
+    changes = models.JSONField(default=dict, blank=True, help_text="field -> [old, new]")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="schedule_changes"
+    )
+    source = models.CharField(max_length=50, blank=True, help_text="admin, sync_schedules, shell, ...")
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-at"]
+
+    def __str__(self) -> str:
+        return f"{self.periodic_task_name} {self.action} at {self.at:%Y-%m-%d %H:%M:%S}"
