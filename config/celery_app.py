@@ -60,6 +60,8 @@ app.conf.update(
     task_create_missing_queues=False,
     worker_cancel_long_running_tasks_on_connection_loss=True,
     worker_send_task_events=True,
+    # Django's LOGGING (with the task context filter) stays in force in workers.
+    worker_hijack_root_logger=False,
     task_send_sent_event=True,
 )
 

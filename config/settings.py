@@ -148,14 +148,34 @@ CELERY_VISIBILITY_TIMEOUT = env.int("CELERY_VISIBILITY_TIMEOUT", default=90)
 if CELERY_TASK_TIME_LIMIT >= CELERY_VISIBILITY_TIMEOUT:
     raise ImproperlyConfigured("CELERY_TASK_TIME_LIMIT must be below CELERY_VISIBILITY_TIMEOUT.")
 
+# --- Platform: delivery, retries, outbox ---------------------------------------------------
+# Exceptions (import paths) retried with backoff besides tasks.base.TransientError.
+TASKS_RETRY_FOR = env.list("TASKS_RETRY_FOR", default=["django.db.utils.OperationalError"])
+TASKS_MAX_RETRIES = env.int("TASKS_MAX_RETRIES", default=5)
+# Backoff cap in seconds. It stays well below the visibility timeout: on Redis a worker holds a
+# retry's ETA message unacknowledged, and one held longer than the timeout runs twice.
+TASKS_RETRY_BACKOFF_MAX = env.int("TASKS_RETRY_BACKOFF_MAX", default=30)
+# A delivery whose task started this many times without finishing (its worker died each time)
+# is dead-lettered instead of run again.
+DELIVERY_MAX_UNFINISHED_STARTS = env.int("DELIVERY_MAX_UNFINISHED_STARTS", default=3)
+# Deliveries not done this long after they were sent are sent again by the relay's sweeper.
+DELIVERY_RESEND_AFTER = env.int("DELIVERY_RESEND_AFTER", default=CELERY_VISIBILITY_TIMEOUT + CELERY_TASK_TIME_LIMIT)
+OUTBOX_RELAY_GRACE = env.float("OUTBOX_RELAY_GRACE", default=5.0)
+OUTBOX_RELAY_BATCH = env.int("OUTBOX_RELAY_BATCH", default=500)
+OUTBOX_RELAY_INTERVAL = env.float("OUTBOX_RELAY_INTERVAL", default=1.0)
+
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"task_context": {"()": "tasks.log_context.ContextFilter"}},
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "structured": {
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s "
+            "task_id=%(task_id)s message_id=%(message_id)s handler=%(handler)s"
+        },
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structured", "filters": ["task_context"]}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }

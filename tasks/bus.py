@@ -1,0 +1,259 @@
+"""The in-process message bus: who handles which message, sync (in process) or async (Celery).
+
+``get_message_broker()`` returns the broker in force: the process-wide ``MemoryBroker`` that
+apps subscribe to from ``AppConfig.ready()``, unless a test overrides it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from tasks.messages import Message
+from tasks.queues import DEFAULT, validate_queue
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[Any], Any]
+Predicate = Callable[[Any], bool]
+
+
+class SubscriptionError(ValueError):
+    """A subscription that cannot work: a handler that cannot be imported by path, a bad queue."""
+
+
+def handler_path(handler: Handler) -> str:
+    """``module.function`` of a module-level function; SubscriptionError for anything else."""
+    module = getattr(handler, "__module__", None)
+    qualname = getattr(handler, "__qualname__", None)
+    if not module or not qualname or "<" in qualname or "." in qualname:
+        raise SubscriptionError(
+            f"async handler {handler!r} must be a module-level function, importable by path "
+            "(no lambda, closure, method or partial): a worker process imports it by name"
+        )
+    return f"{module}.{qualname}"
+
+
+def _describe(handler: Handler) -> str:
+    module = getattr(handler, "__module__", "?")
+    return f"{module}.{getattr(handler, '__qualname__', repr(handler))}"
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """One handler of one message type: sync (in process) or async (a Celery task on a queue)."""
+
+    message_type: type[Message]
+    handler: Handler
+    is_async: bool
+    queue_name: str | None = None
+    predicate: Predicate | None = None
+
+    @property
+    def handler_path(self) -> str:
+        return _describe(self.handler)
+
+    def wants(self, message: Message) -> bool:
+        return self.predicate is None or bool(self.predicate(message))
+
+
+@runtime_checkable
+class Broker(Protocol):
+    """What every broker offers; see DESIGN.md section 4."""
+
+    def subscribe(self, message_type: type[Message], handler: Handler, predicate: Predicate | None = None) -> None: ...
+
+    def subscribe_async(
+        self,
+        message_type: type[Message],
+        handler: Handler,
+        queue_name: str = DEFAULT,
+        predicate: Predicate | None = None,
+    ) -> None: ...
+
+    def publish(self, message: Message) -> None: ...
+
+    def publish_many(self, messages: list[Message]) -> None: ...
+
+    def subscriptions(self) -> list[Subscription]: ...
+
+
+class _Registry:
+    """Subscriptions by message type; shared by every broker."""
+
+    def __init__(self, subscriptions: list[Subscription] | None = None) -> None:
+        self._subscriptions: list[Subscription] = list(subscriptions or [])
+
+    def subscribe(self, message_type: type[Message], handler: Handler, predicate: Predicate | None = None) -> None:
+        """Run ``handler(message)`` in process when a ``message_type`` is published."""
+        self._add(Subscription(message_type, handler, is_async=False, predicate=predicate))
+
+    def subscribe_async(
+        self,
+        message_type: type[Message],
+        handler: Handler,
+        queue_name: str = DEFAULT,
+        predicate: Predicate | None = None,
+    ) -> None:
+        """Run ``handler(message)`` on a worker, one Celery task per message, on ``queue_name``.
+
+        The predicate runs at publish time: when it is false no task is sent at all.
+        """
+        handler_path(handler)
+        try:
+            validate_queue(queue_name)
+        except ValueError as exc:
+            raise SubscriptionError(str(exc)) from None
+        self._add(Subscription(message_type, handler, is_async=True, queue_name=queue_name, predicate=predicate))
+
+    def _add(self, subscription: Subscription) -> None:
+        if not (isinstance(subscription.message_type, type) and issubclass(subscription.message_type, Message)):
+            raise SubscriptionError(f"{subscription.message_type!r} is not a Message subclass")
+        for existing in self._subscriptions:
+            if (existing.message_type, existing.handler, existing.is_async) == (
+                subscription.message_type,
+                subscription.handler,
+                subscription.is_async,
+            ):
+                return  # subscribing the same handler twice is a no-op
+        self._subscriptions.append(subscription)
+
+    def subscriptions(self) -> list[Subscription]:
+        """Every subscription, in the order they were made."""
+        return list(self._subscriptions)
+
+    def subscriptions_for(self, message: Message) -> list[Subscription]:
+        """Subscriptions whose type the message is an instance of (subscribing to a base type
+        receives its subclasses)."""
+        return [s for s in self._subscriptions if isinstance(message, s.message_type)]
+
+    def _run_sync(self, message: Message) -> None:
+        for subscription in self.subscriptions_for(message):
+            if subscription.is_async:
+                continue
+            try:
+                if subscription.wants(message):
+                    subscription.handler(message)
+            except Exception:
+                # One handler failing never stops the others.
+                logger.exception(
+                    "sync handler failed",
+                    extra={"message_id": str(message.message_id), "handler": subscription.handler_path},
+                )
+
+    def _async_wanted(self, message: Message) -> list[Subscription]:
+        wanted = []
+        for subscription in self.subscriptions_for(message):
+            if not subscription.is_async:
+                continue
+            try:
+                if subscription.wants(message):
+                    wanted.append(subscription)
+            except Exception:
+                logger.exception(
+                    "predicate failed; no delivery for this handler",
+                    extra={"message_id": str(message.message_id), "handler": subscription.handler_path},
+                )
+        return wanted
+
+
+class MemoryBroker(_Registry):
+    """The production broker: sync handlers in process, async handlers as Celery tasks."""
+
+    def publish(self, message: Message) -> None:
+        """Run sync handlers, then send one delivery task per wanted async handler.
+
+        A broker outage raises ``tasks.dispatch.DispatchError`` after the deliveries were
+        recorded, so the sweeper re-sends them once the broker is back.
+        """
+        self.publish_many([message])
+
+    def publish_many(self, messages: list[Message]) -> None:
+        """Publish several messages; their async deliveries go out in one batch."""
+        from tasks.dispatch import deliveries_send
+
+        for message in messages:
+            self._run_sync(message)
+        deliveries_send([(m, s) for m in messages for s in self._async_wanted(m)])
+
+    def async_plan(self, message: Message) -> list[Subscription]:
+        """The async subscriptions that want this message (used by the outbox relay)."""
+        return self._async_wanted(message)
+
+
+class NullBroker(_Registry):
+    """Records what is published and runs nothing: for unit tests of domain code."""
+
+    def __init__(self, subscriptions: list[Subscription] | None = None) -> None:
+        super().__init__(subscriptions)
+        self.published: list[Message] = []
+
+    def publish(self, message: Message) -> None:
+        self.published.append(message)
+
+    def publish_many(self, messages: list[Message]) -> None:
+        self.published.extend(messages)
+
+    def async_plan(self, message: Message) -> list[Subscription]:
+        return []
+
+
+class TestBroker(_Registry):
+    """Sync handlers run at publish; async deliveries wait until ``process_messages()``.
+
+    Starts with a copy of the default broker's subscriptions, so domain tests exercise the real
+    wiring; ``TestBroker(copy_subscriptions=False)`` starts empty.
+    """
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, *, copy_subscriptions: bool = True) -> None:
+        super().__init__(_default_broker.subscriptions() if copy_subscriptions else None)
+        self.published: list[Message] = []
+        self.pending: list[tuple[Message, Subscription]] = []
+
+    def publish(self, message: Message) -> None:
+        self.publish_many([message])
+
+    def publish_many(self, messages: list[Message]) -> None:
+        for message in messages:
+            self.published.append(message)
+            self._run_sync(message)
+            self.pending.extend((message, s) for s in self._async_wanted(message))
+
+    def async_plan(self, message: Message) -> list[Subscription]:
+        return []
+
+    def process_messages(self) -> int:
+        """Run every waiting async delivery, and those their handlers publish, until none is left.
+
+        Returns how many ran. Errors propagate, so a test sees a failing handler.
+        """
+        ran = 0
+        while self.pending:
+            message, subscription = self.pending.pop(0)
+            subscription.handler(message)
+            ran += 1
+        return ran
+
+
+_default_broker = MemoryBroker()
+_overrides: list[Broker] = []
+
+
+def get_message_broker() -> Broker:
+    """The broker in force: the innermost override, else the process-wide MemoryBroker."""
+    return _overrides[-1] if _overrides else _default_broker
+
+
+@contextlib.contextmanager
+def override_message_broker(broker: Broker) -> Iterator[Broker]:
+    """Use ``broker`` inside the block (or the decorated function), then restore the previous."""
+    _overrides.append(broker)
+    try:
+        yield broker
+    finally:
+        _overrides.remove(broker)

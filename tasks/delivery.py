@@ -1,0 +1,101 @@
+"""``tasks.deliver``: the one Celery task that runs one async handler for one message.
+
+The handler's work and the ``done`` mark of its Delivery row commit in one transaction, so a
+redelivered message (acks_late, a re-sent delivery, a requeued dead letter) does nothing the
+second time. Each start is counted first, in its own commit: a delivery that keeps starting
+without finishing (its worker is killed every time) is dead-lettered instead of run again.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from celery import shared_task
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+from django.utils.module_loading import import_string
+
+from tasks.base import PermanentError, PlatformTask, PoisonMessage
+from tasks.dispatch import DELIVER_TASK
+from tasks.log_context import log_context
+from tasks.messages import Message, UnknownMessageType
+from tasks.models import Delivery
+
+logger = logging.getLogger(__name__)
+
+DUPLICATE = "duplicate"
+DONE = "done"
+
+
+def _count_start(message: Message, handler: str, payload: dict, queue: str) -> int | None:
+    """Record that this delivery started; the starts since its last clean finish, or None if it
+    is done (or dead) already."""
+    key = {"message_id": message.message_id, "handler": handler}
+    unfinished = [Delivery.Status.PENDING, Delivery.Status.RUNNING]
+    started = Delivery.objects.filter(**key, status__in=unfinished).update(
+        status=Delivery.Status.RUNNING, unfinished_starts=F("unfinished_starts") + 1, attempts=F("attempts") + 1
+    )
+    if started:
+        return Delivery.objects.filter(**key).values_list("unfinished_starts", flat=True).get()
+    _, created = Delivery.objects.get_or_create(
+        **key,
+        defaults={
+            "message_type": message.message_name,
+            "payload": payload,
+            "queue": queue,
+            "status": Delivery.Status.RUNNING,
+            "unfinished_starts": 1,
+            "attempts": 1,
+            "sent_at": timezone.now(),
+        },
+    )
+    return 1 if created else None
+
+
+def delivery_run(*, payload: dict, handler: str, queue: str = "") -> str:
+    """Run ``handler`` for the message in ``payload`` once; ``"duplicate"`` if it ran before."""
+    try:
+        message = Message.from_json(payload)
+    except (UnknownMessageType, KeyError, TypeError, ValueError) as exc:
+        raise PermanentError(f"cannot read message: {exc}") from exc
+    try:
+        func = import_string(handler)
+    except ImportError as exc:
+        raise PermanentError(f"cannot import handler {handler!r}: {exc}") from exc
+
+    with log_context(message_id=message.message_id, handler=handler):
+        starts = _count_start(message, handler, payload, queue)
+        if starts is None:
+            logger.info("delivery already done; skipped")
+            return DUPLICATE
+        if starts > settings.DELIVERY_MAX_UNFINISHED_STARTS:
+            raise PoisonMessage(f"started {starts} times without finishing: its worker died each time")
+        key = {"message_id": message.message_id, "handler": handler}
+        try:
+            with transaction.atomic():
+                row = Delivery.objects.select_for_update().get(**key)
+                if row.status == Delivery.Status.DONE:
+                    return DUPLICATE
+                func(message)
+                Delivery.objects.filter(pk=row.pk).update(
+                    status=Delivery.Status.DONE, completed_at=timezone.now(), unfinished_starts=0
+                )
+        except Exception:
+            # A clean failure is a finish too; keep the sweeper off it while a retry waits.
+            Delivery.objects.filter(**key, status=Delivery.Status.RUNNING).update(
+                status=Delivery.Status.PENDING,
+                unfinished_starts=0,
+                sent_at=timezone.now() + timedelta(seconds=settings.TASKS_RETRY_BACKOFF_MAX),
+            )
+            raise
+    return DONE
+
+
+@shared_task(base=PlatformTask, bind=True, name=DELIVER_TASK)
+def deliver(self: PlatformTask, payload: dict, handler: str) -> str:
+    """Run one async handler for one message (see ``delivery_run``)."""
+    queue = (self.request.delivery_info or {}).get("routing_key") or ""
+    return delivery_run(payload=payload, handler=handler, queue=queue)

@@ -1,0 +1,124 @@
+"""Sending async deliveries to Celery: record each one, then publish it, without blocking.
+
+Each (message, handler) pair is recorded as a ``Delivery`` row before its task is published,
+so a message that never reaches a worker (broker down, or a worker killed in the moment
+between kombu taking a message off a Redis list and recording it as unacknowledged) is still
+known, and ``deliveries_resend_stale`` sends it again. Handlers are idempotent per
+(message_id, handler), so a second send is harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.db.models import F
+from django.utils import timezone
+from kombu.pools import ProducerPool
+
+from tasks.models import Delivery
+
+if TYPE_CHECKING:
+    from tasks.bus import Subscription
+    from tasks.messages import Message
+
+logger = logging.getLogger(__name__)
+
+DELIVER_TASK = "tasks.deliver"
+
+
+class DispatchError(RuntimeError):
+    """The broker could not take the messages; they stay recorded for the relay or sweeper."""
+
+
+_pool: tuple[int, ProducerPool] | None = None
+
+
+def _producer_pool() -> ProducerPool:
+    """A producer pool whose connections never retry: publishing happens in a commit hook or a
+    request, which must return at once when the broker is down (the outbox keeps the event).
+
+    Rebuilt after a fork, as Celery does for its own pools.
+    """
+    global _pool  # noqa: PLW0603 (a per-process cache)
+    if _pool is None or _pool[0] != os.getpid():
+        from config.celery_app import app
+
+        options = {**app.conf.broker_transport_options, "max_retries": 0}
+        connection = app.connection_for_write(transport_options=options)
+        limit = app.conf.broker_pool_limit
+        _pool = (os.getpid(), ProducerPool(connection.Pool(limit=limit), limit=limit, Producer=app.amqp.Producer))
+    return _pool[1]
+
+
+def deliveries_send(plan: Iterable[tuple[Message, Subscription]]) -> int:
+    """Record and publish one delivery task per (message, subscription); return how many.
+
+    Raises DispatchError when the broker refuses; the Delivery rows stay pending.
+    """
+    plan = list(plan)
+    if not plan:
+        return 0
+    now = timezone.now()
+    rows = [
+        Delivery(
+            message_id=message.message_id,
+            handler=subscription.handler_path,
+            message_type=message.message_name,
+            payload=message.to_json(),
+            queue=subscription.queue_name,
+            task_id=str(uuid.uuid4()),
+            sent_at=now,
+            send_count=1,
+        )
+        for message, subscription in plan
+    ]
+    # A relayed message may have been recorded already: the first record wins.
+    Delivery.objects.bulk_create(rows, ignore_conflicts=True)
+    publish_deliveries(rows)
+    return len(rows)
+
+
+def publish_deliveries(rows: Iterable[Delivery]) -> None:
+    """Publish a delivery task for each row over one pooled producer; DispatchError on failure."""
+    from tasks.delivery import deliver
+
+    try:
+        with _producer_pool().acquire(block=True, timeout=5) as producer:
+            for row in rows:
+                deliver.apply_async(
+                    args=(row.payload, row.handler),
+                    queue=row.queue,
+                    task_id=row.task_id,
+                    producer=producer,
+                    retry=False,
+                )
+    except Exception as exc:
+        logger.warning("broker refused deliveries: %s", exc)
+        raise DispatchError(str(exc)) from exc
+
+
+def deliveries_resend_stale(*, older_than: timedelta | None = None, limit: int = 500) -> int:
+    """Send again deliveries sent more than ``older_than`` ago and still not done.
+
+    This closes the gaps acks_late cannot: a message lost between kombu's BRPOP and its
+    unacked record, or a send that failed. Returns how many were re-sent.
+    """
+    older_than = older_than or timedelta(seconds=settings.DELIVERY_RESEND_AFTER)
+    cutoff = timezone.now() - older_than
+    stale = list(
+        Delivery.objects.filter(
+            status__in=[Delivery.Status.PENDING, Delivery.Status.RUNNING], sent_at__lte=cutoff
+        ).order_by("sent_at")[:limit]
+    )
+    if not stale:
+        return 0
+    publish_deliveries(stale)
+    Delivery.objects.filter(pk__in=[d.pk for d in stale]).update(sent_at=timezone.now(), send_count=F("send_count") + 1)
+    logger.info("re-sent %d stale deliveries", len(stale))
+    return len(stale)

@@ -1,0 +1,182 @@
+"""Domain events: ``Message``, the base of frozen dataclasses, its JSON form and type registry.
+
+A subclass is checked when its ``@dataclass(frozen=True)`` decorator has run: it must be frozen
+(Python itself refuses a non-frozen dataclass below a frozen one) and every field type must
+survive a JSON round trip exactly. The stable name of a type is ``module.QualName`` unless the
+class sets ``message_name``; that name travels with every serialised message.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import types
+import typing
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any, ClassVar
+
+SCALARS: tuple[type, ...] = (str, int, float, bool, uuid.UUID, datetime, date, Decimal)
+JSON_NATIVE: tuple[type, ...] = (str, int, float, bool)
+
+_registry: dict[str, type[Message]] = {}
+
+
+class MessageDefinitionError(TypeError):
+    """A Message subclass that cannot be serialised exactly."""
+
+
+class UnknownMessageType(LookupError):
+    """A serialised message names a type that no loaded module defines."""
+
+
+def _check_type(tp: Any, where: str) -> None:
+    """Refuse a field type whose values would not come back from JSON as they went in."""
+    if tp is type(None) or tp in SCALARS or tp in (list, dict):
+        return
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is list:
+        for arg in args:
+            _check_type(arg, where)
+        return
+    if origin is dict:
+        if args and args[0] is not str:
+            raise MessageDefinitionError(f"{where}: dict keys must be str for JSON, not {args[0]!r}")
+        for arg in args[1:]:
+            _check_type(arg, where)
+        return
+    if origin in (typing.Union, types.UnionType):
+        concrete = [a for a in args if a is not type(None)]
+        # int | str survives JSON (each comes back as itself); UUID | str would not.
+        if len(concrete) > 1 and not all(a in JSON_NATIVE for a in concrete):
+            raise MessageDefinitionError(f"{where}: the union {tp!r} cannot be told apart after JSON")
+        for arg in concrete:
+            _check_type(arg, where)
+        return
+    raise MessageDefinitionError(
+        f"{where}: type {tp!r} cannot round-trip through JSON; use str, int, float, bool, None, "
+        "UUID, datetime, date, Decimal, list[...] or dict[str, ...]"
+    )
+
+
+class _MessageMeta(abc.ABCMeta):
+    """Validates and registers a Message subclass once ``@dataclass`` has finished with it.
+
+    ``dataclass`` ends by calling ``abc.update_abstractmethods(cls)``, which assigns
+    ``__abstractmethods__``: the first moment the fields are known, still inside the class
+    statement, so a bad definition fails where it is written.
+    """
+
+    def __setattr__(cls, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if name == "__abstractmethods__" and "__dataclass_fields__" in cls.__dict__ and cls.__bases__ != (object,):
+            _validate_and_register(cls)
+
+
+def _validate_and_register(cls: type[Message]) -> None:
+    if not cls.__dataclass_params__.frozen:
+        raise MessageDefinitionError(f"{cls.__qualname__} must be declared with @dataclass(frozen=True)")
+    try:
+        hints = typing.get_type_hints(cls)
+    except NameError as exc:
+        raise MessageDefinitionError(f"{cls.__qualname__}: cannot resolve a field type: {exc}") from exc
+    for f in dataclasses.fields(cls):
+        _check_type(hints[f.name], f"{cls.__qualname__}.{f.name}")
+    cls._field_types = {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+    name = cls.__dict__.get("message_name") or f"{cls.__module__}.{cls.__qualname__}"
+    cls.message_name = name
+    existing = _registry.get(name)
+    if existing is not None and (existing.__module__, existing.__qualname__) != (cls.__module__, cls.__qualname__):
+        raise MessageDefinitionError(f"message name {name!r} is used by {existing!r} already")
+    # The same class defined again (a re-imported module, a test) replaces the old one.
+    _registry[name] = cls
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Message(metaclass=_MessageMeta):
+    """Base of every domain event: a frozen dataclass of IDs and small facts.
+
+    ``message_id`` and ``occurred_at`` are keyword-only with defaults, so subclasses declare
+    their own fields freely. Events carry IDs, never model instances.
+    """
+
+    message_name: ClassVar[str]
+    _field_types: ClassVar[dict[str, Any]]
+
+    message_id: uuid.UUID = field(default_factory=uuid.uuid4, kw_only=True)
+    occurred_at: datetime = field(default_factory=_utcnow, kw_only=True)
+
+    def __post_init__(self) -> None:
+        if "__dataclass_fields__" not in type(self).__dict__:
+            raise MessageDefinitionError(f"{type(self).__qualname__} must be declared with @dataclass(frozen=True)")
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON-ready form: ``{"type": name, "data": {field: value}}``."""
+        data = {f.name: _encode(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {"type": self.message_name, "data": data}
+
+    @classmethod
+    def from_json(cls, payload: dict[str, Any]) -> Message:
+        """Rebuild the message ``to_json`` produced; the type comes from the registry."""
+        message_type = message_type_for(payload["type"])
+        if cls is not Message and not issubclass(message_type, cls):
+            raise TypeError(f"{payload['type']} is not a {cls.__qualname__}")
+        types_ = message_type._field_types
+        data = payload["data"]
+        return message_type(**{name: _decode(types_[name], value) for name, value in data.items() if name in types_})
+
+
+def message_type_for(name: str) -> type[Message]:
+    """The Message class registered under ``name``; UnknownMessageType if there is none."""
+    try:
+        return _registry[name]
+    except KeyError:
+        raise UnknownMessageType(f"unknown message type {name!r}") from None
+
+
+def registered_message_types() -> dict[str, type[Message]]:
+    """Every registered message type by its stable name."""
+    return dict(_registry)
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, uuid.UUID | Decimal):
+        return str(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, list | tuple):
+        return [_encode(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _encode(v) for k, v in value.items()}
+    return value
+
+
+def _decode(tp: Any, value: Any) -> Any:  # noqa: PLR0911 (one return per supported type)
+    if value is None:
+        return None
+    if tp is uuid.UUID:
+        return uuid.UUID(value)
+    if tp is datetime:
+        return datetime.fromisoformat(value)
+    if tp is date:
+        return date.fromisoformat(value)
+    if tp is Decimal:
+        return Decimal(value)
+    if tp is float:
+        return float(value)
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is list:
+        return [_decode(args[0], v) for v in value] if args else value
+    if origin is dict:
+        return {k: _decode(args[1], v) for k, v in value.items()} if args else value
+    if origin in (typing.Union, types.UnionType):
+        concrete = [a for a in args if a is not type(None)]
+        return _decode(concrete[0], value) if len(concrete) == 1 else value
+    return value

@@ -1,0 +1,115 @@
+"""The outbox relay: sends events whose commit hook could not reach the broker.
+
+Rows still unsent after a grace period are dispatched oldest first, in batches. On PostgreSQL
+the batch is locked with ``FOR UPDATE SKIP LOCKED``, so two relays never send one row twice.
+The relay dispatches the async deliveries only: sync handlers ran in the committing process.
+Each loop also re-sends deliveries that were sent but never finished (``dispatch``).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from tasks.bus import get_message_broker
+from tasks.dispatch import DispatchError, deliveries_resend_stale, deliveries_send
+from tasks.messages import Message
+from tasks.models import Outbox
+
+logger = logging.getLogger(__name__)
+
+
+def outbox_relay_once(*, grace: timedelta | None = None, batch_size: int | None = None) -> int:
+    """Dispatch one batch of unsent rows older than ``grace``; return how many were sent.
+
+    Raises DispatchError when the broker is down; the rows stay unsent.
+    """
+    grace = timedelta(seconds=settings.OUTBOX_RELAY_GRACE) if grace is None else grace
+    batch_size = batch_size or settings.OUTBOX_RELAY_BATCH
+    broker = get_message_broker()
+    with transaction.atomic():
+        unsent = Outbox.objects.filter(sent_at__isnull=True, created_at__lte=timezone.now() - grace).order_by(
+            "created_at"
+        )
+        if connection.features.has_select_for_update_skip_locked:
+            unsent = unsent.select_for_update(skip_locked=True)
+        rows = list(unsent[:batch_size])
+        if not rows:
+            return 0
+        plan, unreadable = [], []
+        for row in rows:
+            try:
+                message = Message.from_json(row.payload)
+            except Exception as exc:
+                logger.error("outbox row %s cannot be read: %s", row.pk, exc)
+                unreadable.append(row.pk)
+                continue
+            plan.extend((message, s) for s in broker.async_plan(message))
+        try:
+            deliveries_send(plan)
+        except DispatchError as exc:
+            Outbox.objects.filter(pk__in=[r.pk for r in rows]).update(
+                attempts=F("attempts") + 1, last_error=str(exc)[:2000]
+            )
+            raise
+        sent = [r.pk for r in rows if r.pk not in unreadable]
+        Outbox.objects.filter(pk__in=sent).update(sent_at=timezone.now(), attempts=F("attempts") + 1)
+        Outbox.objects.filter(pk__in=unreadable).update(attempts=F("attempts") + 1, last_error="unreadable payload")
+    logger.info("relayed %d outbox rows", len(sent))
+    return len(sent)
+
+
+class Relay:
+    """The long-running relay loop: outbox rows, then stale deliveries, until SIGTERM.
+
+    While the broker is down it backs off exponentially (up to 30 s) instead of spinning.
+    """
+
+    max_backoff = 30.0
+
+    def __init__(self, *, interval: float | None = None) -> None:
+        self.interval = settings.OUTBOX_RELAY_INTERVAL if interval is None else interval
+        self._stop = threading.Event()
+
+    def stop(self, *_: object) -> None:
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+
+    def run_once(self) -> int:
+        """One pass: drain the outbox in batches, then re-send stale deliveries."""
+        total = 0
+        while not self._stop.is_set():
+            sent = outbox_relay_once()
+            total += sent
+            if sent < settings.OUTBOX_RELAY_BATCH:
+                break
+        return total + deliveries_resend_stale()
+
+    def run_forever(self) -> None:
+        backoff = self.interval
+        logger.info("outbox relay started")
+        while not self._stop.is_set():
+            try:
+                self.run_once()
+                backoff = self.interval
+            except DispatchError:
+                backoff = min(max(backoff * 2, 1.0), self.max_backoff)
+                logger.warning("broker unavailable; relay retries in %.0f s", backoff)
+            except Exception:
+                logger.exception("relay pass failed")
+                backoff = min(max(backoff * 2, 1.0), self.max_backoff)
+            finally:
+                # A long-lived process must not keep a broken connection or a stale snapshot.
+                connection.close_if_unusable_or_obsolete()
+            self._stop.wait(backoff)
+        logger.info("outbox relay stopped")
