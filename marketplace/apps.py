@@ -6,3 +6,9 @@ class MarketplaceConfig(AppConfig):
 
     name = "marketplace"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from marketplace import handlers, signals  # noqa: F401  (signals connect on import)
+        from tasks.bus import get_message_broker
+
+        handlers.register(get_message_broker())

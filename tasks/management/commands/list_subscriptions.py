@@ -19,4 +19,4 @@ class Command(BaseCommand):
         for s in subscriptions:
             mode = f"async queue={s.queue_name}" if s.is_async else "sync"
             predicate = " (with predicate)" if s.predicate else ""
-            self.stdout.write(f"{s.message_type.message_name:<{width}}  {mode:<18} {s.handler_path}{predicate}")
+            self.stdout.write(f"{s.message_type.message_name:<{width}}  {mode:<20} {s.handler_path}{predicate}")

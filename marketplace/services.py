@@ -1,0 +1,217 @@
+"""Writes of the marketplace: ``<entity>_<action>(*, ...)``. Each registers its domain events.
+
+Domain code never calls ``.delay()``: it registers events, and the bus runs the handlers
+after commit (see marketplace/handlers.py).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.mail import send_mail
+from django.db import IntegrityError
+from django.db.models import Avg, Count, F, Sum
+from django.utils import timezone
+from django.utils.text import slugify
+
+from marketplace.errors import Conflict, NotFound, ValidationFailed
+from marketplace.events import (
+    ComponentDownloaded,
+    ComponentPublished,
+    ComponentRated,
+    ComponentRejected,
+    ComponentUploaded,
+    NotificationRequested,
+)
+from marketplace.front_matter import parse_front_matter
+from marketplace.models import ApiToken, Author, Component, Download, Notification, Rating
+from tasks.transaction import register_event, transactional
+
+MAX_SOURCE_BYTES = 256 * 1024
+
+
+def author_get_or_create(*, user) -> Author:
+    """The marketplace profile of ``user``, created on first use."""
+    author, _ = Author.objects.get_or_create(user=user, defaults={"display_name": user.get_username()})
+    return author
+
+
+def _unique_slug(name: str) -> str:
+    base = slugify(name)[:200] or "component"
+    slug, n = base, 1
+    while Component.objects.filter(slug=slug).exists():
+        n += 1
+        slug = f"{base}-{n}"
+    return slug
+
+
+def _check_source(source: str) -> None:
+    if not source.strip():
+        raise ValidationFailed("The source is empty.")
+    if len(source.encode()) > MAX_SOURCE_BYTES:
+        raise ValidationFailed(f"The source is larger than {MAX_SOURCE_BYTES // 1024} KiB.")
+
+
+@transactional
+def component_upload(*, author: Author, name: str, source: str) -> Component:
+    """Store a new component as pending; it is checked and published in the background."""
+    name = name.strip()
+    if not name:
+        raise ValidationFailed("A component needs a name.")
+    _check_source(source)
+    component = Component.objects.create(author=author, name=name, slug=_unique_slug(name), source=source)
+    register_event(ComponentUploaded(component_id=component.pk, author_id=author.pk))
+    return component
+
+
+@transactional
+def component_new_version(*, component: Component, source: str) -> Component:
+    """Replace the source of a component; it is checked and published again in the background."""
+    _check_source(source)
+    component.source = source
+    component.status = Component.Status.PENDING
+    component.rejection_reason = ""
+    component.save(update_fields=["source", "status", "rejection_reason", "updated_at"])
+    register_event(ComponentUploaded(component_id=component.pk, author_id=component.author_id))
+    return component
+
+
+@transactional
+def component_process_upload(*, component_id: int) -> Component | None:
+    """Parse and validate a pending upload, then publish or reject it with a readable reason.
+
+    Idempotent: a component that is no longer pending is left alone.
+    """
+    component = Component.objects.select_for_update().filter(pk=component_id).first()
+    if component is None or component.status != Component.Status.PENDING:
+        return component
+    try:
+        metadata = parse_front_matter(component.source)
+    except ValidationFailed as exc:
+        component.status = Component.Status.REJECTED
+        component.rejection_reason = exc.message
+        component.save(update_fields=["status", "rejection_reason", "updated_at"])
+        register_event(ComponentRejected(component_id=component.pk, author_id=component.author_id, reason=exc.message))
+        _notify_author(component, f"{component.name} was rejected", exc.message, f"rejected-{component.pk}")
+        return component
+    component.metadata = metadata
+    component.version = str(metadata["version"])[:50]
+    component.description = str(metadata["description"])
+    component.status = Component.Status.PUBLISHED
+    component.rejection_reason = ""
+    component.save(update_fields=["metadata", "version", "description", "status", "rejection_reason", "updated_at"])
+    register_event(
+        ComponentPublished(component_id=component.pk, author_id=component.author_id, version=component.version)
+    )
+    _notify_author(
+        component,
+        f"{component.name} {component.version} is published",
+        "Your component passed the checks and is now listed.",
+        f"published-{component.pk}-{component.version}",
+    )
+    return component
+
+
+def _notify_author(component: Component, subject: str, body: str, key: str) -> None:
+    user_id = Author.objects.filter(pk=component.author_id).values_list("user_id", flat=True).get()
+    register_event(NotificationRequested(user_id=user_id, subject=subject, body=body, idempotency_key=key))
+
+
+@transactional
+def component_rate(*, component: Component, user, score: int) -> Rating:
+    """Rate a component 1..5, once per user (a second rating updates the first)."""
+    if not isinstance(score, int) or isinstance(score, bool) or not 1 <= score <= 5:
+        raise ValidationFailed("A rating must be a whole number from 1 to 5.")
+    if component.status != Component.Status.PUBLISHED:
+        raise Conflict("Only published components can be rated.")
+    # Serialise ratings of one component so its average is computed from committed rows.
+    Component.objects.select_for_update().filter(pk=component.pk).values_list("pk").get()
+    try:
+        rating, _ = Rating.objects.update_or_create(component=component, user=user, defaults={"score": score})
+    except IntegrityError as exc:
+        raise Conflict("This rating conflicts with another one; try again.") from exc
+    stats = Rating.objects.filter(component=component).aggregate(avg=Avg("score"), count=Count("pk"))
+    Component.objects.filter(pk=component.pk).update(
+        rating_average=Decimal(stats["avg"] or 0).quantize(Decimal("0.01")), rating_count=stats["count"]
+    )
+    register_event(
+        ComponentRated(component_id=component.pk, author_id=component.author_id, user_id=user.pk, score=score)
+    )
+    return rating
+
+
+@transactional
+def component_download(*, component: Component, user=None) -> Download:
+    """Record a download of a published component; the counter follows in the background."""
+    if component.status != Component.Status.PUBLISHED:
+        raise NotFound("No published component with this name.")
+    download = Download.objects.create(component=component, user=user)
+    register_event(ComponentDownloaded(component_id=component.pk, user_id=user.pk if user else None))
+    return download
+
+
+def component_download_count_refresh(*, component_id: int) -> int:
+    """Set the download counter from the Download rows: exact under any concurrency."""
+    count = Download.objects.filter(component_id=component_id).count()
+    Component.objects.filter(pk=component_id).update(download_count=count)
+    return count
+
+
+def author_reputation_recalculate(*, author_id: int) -> Decimal:
+    """Reputation = the average score over all ratings of the author's published components."""
+    totals = Component.objects.filter(author_id=author_id, status=Component.Status.PUBLISHED).aggregate(
+        points=Sum(F("rating_average") * F("rating_count")), ratings=Sum("rating_count")
+    )
+    ratings = totals["ratings"] or 0
+    reputation = (Decimal(totals["points"] or 0) / ratings).quantize(Decimal("0.01")) if ratings else Decimal(0)
+    Author.objects.filter(pk=author_id).update(reputation=reputation)
+    return reputation
+
+
+@transactional
+def notification_send(*, user_id: int, subject: str, body: str, idempotency_key: str) -> Notification | None:
+    """Store a notification and email it, once per ``idempotency_key``."""
+    user = get_user_model().objects.filter(pk=user_id).first()
+    if user is None:
+        return None
+    notification, _ = Notification.objects.get_or_create(
+        idempotency_key=idempotency_key, defaults={"user": user, "subject": subject, "body": body}
+    )
+    if notification.emailed_at is None and user.email:
+        send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, [user.email])
+        notification.emailed_at = timezone.now()
+        notification.save(update_fields=["emailed_at"])
+    return notification
+
+
+def rating_notify_author(*, component_id: int, author_id: int, rater_id: int) -> Notification | None:
+    """Tell an author their component got a top rating (not when they rated it themselves)."""
+    author_user_id = Author.objects.filter(pk=author_id).values_list("user_id", flat=True).first()
+    if author_user_id is None or author_user_id == rater_id:
+        return None
+    name = Component.objects.filter(pk=component_id).values_list("name", flat=True).first() or f"#{component_id}"
+    return notification_send(
+        user_id=author_user_id,
+        subject=f"{name} got a 5-star rating",
+        body=f"Someone rated {name} 5 stars.",
+        idempotency_key=f"top-rating-{component_id}-{rater_id}",
+    )
+
+
+def notifications_mark_read(*, user_id: int, notification_ids: list[int] | None = None) -> int:
+    """Mark a user's notifications read (all of them when no ids are given)."""
+    queryset = Notification.objects.filter(user_id=user_id, read_at__isnull=True)
+    if notification_ids is not None:
+        queryset = queryset.filter(pk__in=notification_ids)
+    return queryset.update(read_at=timezone.now())
+
+
+def api_token_issue(*, user, name: str = "", days: int = 90) -> tuple[ApiToken, str]:
+    """Issue a token; return it and its key, which is shown this once and stored only hashed."""
+    token = ApiToken(user=user, name=name, expires_at=timezone.now() + timedelta(days=days))
+    key = token.set_new_key()
+    token.save()
+    return token, key

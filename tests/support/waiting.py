@@ -1,0 +1,21 @@
+"""Wait for a condition that another process makes true (a worker, a relay, Beat)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def wait_until(condition: Callable[[], T], *, timeout: float = 30, interval: float = 0.2, message: str = "") -> T:
+    """Call ``condition`` until it returns something truthy; return that, or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout}s: {message or condition}")
+        time.sleep(interval)
