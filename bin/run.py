@@ -133,6 +133,8 @@ def main() -> int:
         credentials = ensure_superuser(env)
         say(f"admin:  http://127.0.0.1:{web_port}/admin/  ({credentials})")
         say(f"flower: http://127.0.0.1:{flower_port}/  (basic auth {env['FLOWER_BASIC_AUTH']})")
+        say(f"status: http://127.0.0.1:{web_port}/admin/platform-status/  (admin login)")
+        say(f"health: http://127.0.0.1:{web_port}/health/ready; metrics: http://127.0.0.1:{web_port}/metrics")
         say(f"broker: {broker}; database: {env.get('DATABASE_URL', 'SQLite in ' + str(VAR))}")
         honcho = subprocess.Popen(
             [PYTHON, "-m", "honcho", "-f", str(PROCFILE), "start", *processes],

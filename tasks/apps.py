@@ -7,3 +7,11 @@ class TasksConfig(AppConfig):
     name = "tasks"
     verbose_name = "Task platform"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # Monitoring: stamp published tasks with their send time, record task metrics in the
+        # workers, and register the health checks.
+        from tasks import publish_timestamps, task_metrics  # noqa: F401
+        from tasks.health import register_platform_checks
+
+        register_platform_checks()
