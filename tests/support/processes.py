@@ -136,3 +136,103 @@ class CeleryWorker(ManagedProcess):
         ]  # fmt: skip
         super().__init__(args, name="worker", env=env)
         self.hostname = hostname
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (bind port 0, let the kernel choose)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RedisServer(ManagedProcess):
+    """A private ``redis-server`` on a free port, no persistence: a broker a test may stop or freeze."""
+
+    ready_marker = "Ready to accept connections"
+
+    def __init__(self) -> None:
+        import shutil
+
+        self.port = free_port()
+        binary = shutil.which("redis-server") or "redis-server"
+        args = [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no"]
+        super().__init__(args, name="redis")
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def freeze(self) -> None:
+        """SIGSTOP: connections are accepted by the kernel but never answered (a hung broker)."""
+        self.signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self.signal(signal.SIGCONT)
+
+    def stop(self, *, timeout: float = 30) -> None:
+        self.thaw()
+        super().stop(timeout=timeout)
+
+
+class Flower(ManagedProcess):
+    """``celery -A config flower`` with the project's flowerconfig, on a free port."""
+
+    ready_marker = "Visit me at"
+
+    def __init__(self, *, basic_auth: str | None = "tester:flower-pw", env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        overrides = {"FLOWER_DB": str(LOG_DIR / f"flower-{uuid.uuid4().hex[:8]}.db")}
+        if basic_auth:
+            overrides["FLOWER_BASIC_AUTH"] = basic_auth
+        environment = process_env(**overrides)
+        environment.update(env or {})
+        if not basic_auth:
+            environment.pop("FLOWER_BASIC_AUTH", None)
+        args = [
+            sys.executable, "-m", "celery", "-A", "config", "flower", "--conf=config/flowerconfig.py",
+            "--address=127.0.0.1", f"--port={self.port}",
+        ]  # fmt: skip
+        super().__init__(args, name="flower", env=environment)
+        self.basic_auth = basic_auth
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+
+class DurableRedisServer(ManagedProcess):
+    """A private ``redis-server`` with append-only persistence (fsync always), restartable on
+    the same port with the same data: a broker that is stopped and started again."""
+
+    ready_marker = "Ready to accept connections"
+
+    def __init__(self, data_dir: Path) -> None:
+        import shutil
+
+        self.port = free_port()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        binary = shutil.which("redis-server") or "redis-server"
+        args = [
+            binary, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(data_dir),
+            "--save", "", "--appendonly", "yes", "--appendfsync", "always",
+        ]  # fmt: skip
+        super().__init__(args, name="durable-redis")
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+class Relay(ManagedProcess):
+    """``manage.py relay_outbox``: the outbox relay and delivery sweeper."""
+
+    ready_marker = "outbox relay started"
+
+    def __init__(self, *, env: dict[str, str] | None = None) -> None:
+        super().__init__([sys.executable, "manage.py", "relay_outbox"], name="relay", env=env)
