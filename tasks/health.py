@@ -171,6 +171,9 @@ def check_beat() -> CheckOutcome:
     if beat is None or beat.age_seconds is None:
         return CheckOutcome(False, "Beat has never ticked (no heartbeat)", {"age_seconds": None})
     data = {"age_seconds": round(beat.age_seconds, 1), "leader": beat.leader}
+    if not beat.leader:
+        # A Beat that stops cleanly releases the lock: no Beat runs, however recent its last tick.
+        return CheckOutcome(False, f"no Beat holds the lock (last tick {beat.age_seconds:.0f}s ago)", data)
     if beat.age_seconds > limit:
         return CheckOutcome(False, f"last tick {beat.age_seconds:.0f}s ago (limit {limit}s)", data)
     return CheckOutcome(True, f"last tick {beat.age_seconds:.0f}s ago by {beat.leader}", data)

@@ -12,7 +12,7 @@ from django.utils import timezone
 from tasks import health
 from tasks.health import CheckOutcome, register_check, registered_checks, run_checks, unregister_check
 from tasks.models import BeatHeartbeat, DeadLetter, Outbox
-from tests.support.processes import RedisServer
+from tests.support.processes import CeleryBeat, RedisServer
 from tests.support.waiting import wait_until
 
 REQUIRED = {"database", "broker", "workers", "beat", "outbox"}
@@ -125,6 +125,15 @@ def test_beat_check_fails_when_the_heartbeat_is_stale(settings):
     outcome = health.check_beat()
     assert not outcome.healthy
     assert "limit 60s" in outcome.detail
+
+
+@pytest.mark.django_db
+def test_beat_check_fails_when_the_last_beat_released_the_lock():
+    row = beat_ticked(seconds_ago=1)
+    BeatHeartbeat.objects.filter(pk=row.pk).update(leader="")
+    outcome = health.check_beat()
+    assert not outcome.healthy
+    assert "no Beat holds the lock" in outcome.detail
 
 
 @pytest.mark.django_db
@@ -263,3 +272,18 @@ def test_ready_recovers_when_a_stuck_outbox_row_is_sent(client, celery_worker_pr
 
     Outbox.objects.filter(pk=row.pk).update(sent_at=timezone.now())
     wait_until(lambda: get_ready(client)[0] == 200, timeout=20, message="ready after the outbox drained")
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_beat_check_fails_when_the_running_beat_is_killed(redis_client, settings):
+    settings.HEALTH_BEAT_MAX_AGE = 3
+    beat = CeleryBeat().start()
+    try:
+        wait_until(lambda: health.check_beat().healthy, timeout=30, message="Beat's heartbeat is fresh")
+        assert health.check_beat().data["leader"]
+        beat.kill()  # kill -9: no clean release, the heartbeat just stops
+        wait_until(lambda: not health.check_beat().healthy, timeout=20, message="the heartbeat goes stale")
+    finally:
+        beat.stop()
+    assert "limit 3s" in health.check_beat().detail
