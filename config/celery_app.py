@@ -44,9 +44,12 @@ app.conf.update(
         "socket_connect_timeout": 3,
         "socket_timeout": 10,
         "retry_on_timeout": True,
-        # Check for messages of dead workers often, so recovery is bounded by the
-        # visibility timeout rather than by how rarely the check runs.
-        "unacked_restore_limit": 100,
+        # Look for messages of dead workers every 5 s (kombu's default is every 100 s), so a
+        # dead worker's messages come back within visibility_timeout + 5 s. A restorer that
+        # dies holding the restore mutex blocks others for unacked_mutex_expire only.
+        "unacked_restore_interval": 5,
+        "unacked_restore_throttle": 1,
+        "unacked_mutex_expire": 30,
     },
     result_backend_transport_options={"visibility_timeout": settings.CELERY_VISIBILITY_TIMEOUT},
     task_queues=[
@@ -59,6 +62,9 @@ app.conf.update(
     task_default_delivery_mode="persistent",
     task_create_missing_queues=False,
     worker_cancel_long_running_tasks_on_connection_loss=True,
+    # SIGTERM (remapped to a cold shutdown with REMAP_SIGTERM=SIGQUIT in the Procfile) waits this
+    # long for running tasks, then hands the unfinished ones back to the queue (acks_late).
+    worker_soft_shutdown_timeout=settings.WORKER_SHUTDOWN_GRACE,
     worker_send_task_events=True,
     # Django's LOGGING (with the task context filter) stays in force in workers.
     worker_hijack_root_logger=False,

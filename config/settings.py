@@ -38,6 +38,8 @@ INSTALLED_APPS = [
     "django_celery_results",
     "tasks",
     "marketplace",
+    # Test-only apps (a side-effect ledger for fault tests) come in through the environment.
+    *env.list("EXTRA_INSTALLED_APPS", default=[]),
 ]
 
 MIDDLEWARE = [
@@ -138,15 +140,27 @@ CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="redis://127.0.0.1:6379
 CELERY_RESULT_BACKEND = "django-db"
 CELERY_RESULT_EXTENDED = True
 CELERY_CACHE_BACKEND = "django-cache"
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Scheduling (README "Scheduling"): one active Beat by a lease on the BeatHeartbeat row; a
+# standby takes over BEAT_LOCK_TTL seconds after the active one stops renewing it.
+CELERY_BEAT_SCHEDULER = "tasks.scheduler:PlatformScheduler"
+CELERY_BEAT_MAX_LOOP_INTERVAL = env.int("CELERY_BEAT_MAX_LOOP_INTERVAL", default=1)
+BEAT_LOCK_TTL = env.int("BEAT_LOCK_TTL", default=5)
+# Task results older than this are deleted by the celery.backend_cleanup job (seconds).
+CELERY_RESULT_EXPIRES = env.int("CELERY_RESULT_EXPIRES", default=7 * 24 * 3600)
 CELERY_TIMEZONE = TIME_ZONE
-# Hard limit < visibility timeout, so a healthy task is never handed to a second worker,
-# and the visibility timeout is short enough that a dead worker's messages come back soon.
-CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=45)
-CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=55)
+# On Redis a message is "unacknowledged" from the moment a worker reserves it. With prefetch 1
+# a reserved message can wait for one running task (up to the hard limit) and then run (up to
+# the hard limit again), so twice the hard limit must stay below the visibility timeout: then
+# a healthy task is never handed to a second worker, while a dead worker's messages come back
+# within the visibility timeout (90 s by default, under the 2-minute recovery target).
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=35)
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=40)
 CELERY_VISIBILITY_TIMEOUT = env.int("CELERY_VISIBILITY_TIMEOUT", default=90)
-if CELERY_TASK_TIME_LIMIT >= CELERY_VISIBILITY_TIMEOUT:
-    raise ImproperlyConfigured("CELERY_TASK_TIME_LIMIT must be below CELERY_VISIBILITY_TIMEOUT.")
+if not CELERY_TASK_SOFT_TIME_LIMIT < CELERY_TASK_TIME_LIMIT or 2 * CELERY_TASK_TIME_LIMIT >= CELERY_VISIBILITY_TIMEOUT:
+    raise ImproperlyConfigured(
+        "Need CELERY_TASK_SOFT_TIME_LIMIT < CELERY_TASK_TIME_LIMIT and "
+        "2 * CELERY_TASK_TIME_LIMIT < CELERY_VISIBILITY_TIMEOUT."
+    )
 
 # --- Platform: delivery, retries, outbox ---------------------------------------------------
 # Exceptions (import paths) retried with backoff besides tasks.base.TransientError.
@@ -160,9 +174,14 @@ TASKS_RETRY_BACKOFF_MAX = env.int("TASKS_RETRY_BACKOFF_MAX", default=30)
 DELIVERY_MAX_UNFINISHED_STARTS = env.int("DELIVERY_MAX_UNFINISHED_STARTS", default=3)
 # Deliveries not done this long after they were sent are sent again by the relay's sweeper.
 DELIVERY_RESEND_AFTER = env.int("DELIVERY_RESEND_AFTER", default=CELERY_VISIBILITY_TIMEOUT + CELERY_TASK_TIME_LIMIT)
+# Seconds a worker given SIGTERM waits for running tasks before giving them back to the queue;
+# below the usual 30 s a process manager waits before SIGKILL.
+WORKER_SHUTDOWN_GRACE = env.float("WORKER_SHUTDOWN_GRACE", default=20.0)
 OUTBOX_RELAY_GRACE = env.float("OUTBOX_RELAY_GRACE", default=5.0)
 OUTBOX_RELAY_BATCH = env.int("OUTBOX_RELAY_BATCH", default=500)
 OUTBOX_RELAY_INTERVAL = env.float("OUTBOX_RELAY_INTERVAL", default=1.0)
+# Sent outbox rows are kept this many days, then deleted by the prune_sent_outbox job.
+OUTBOX_RETENTION_DAYS = env.int("OUTBOX_RETENTION_DAYS", default=7)
 
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 

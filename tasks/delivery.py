@@ -57,14 +57,15 @@ def _count_start(message: Message, handler: str, payload: dict, queue: str) -> i
 
 def delivery_run(*, payload: dict, handler: str, queue: str = "") -> str:
     """Run ``handler`` for the message in ``payload`` once; ``"duplicate"`` if it ran before."""
-    try:
-        message = Message.from_json(payload)
-    except (UnknownMessageType, KeyError, TypeError, ValueError) as exc:
-        raise PermanentError(f"cannot read message: {exc}") from exc
+    # The handler first: importing its module registers the message types it handles.
     try:
         func = import_string(handler)
     except ImportError as exc:
         raise PermanentError(f"cannot import handler {handler!r}: {exc}") from exc
+    try:
+        message = Message.from_json(payload)
+    except (UnknownMessageType, KeyError, TypeError, ValueError) as exc:
+        raise PermanentError(f"cannot read message: {exc}") from exc
 
     with log_context(message_id=message.message_id, handler=handler):
         starts = _count_start(message, handler, payload, queue)

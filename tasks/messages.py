@@ -86,6 +86,7 @@ def _validate_and_register(cls: type[Message]) -> None:
     for f in dataclasses.fields(cls):
         _check_type(hints[f.name], f"{cls.__qualname__}.{f.name}")
     cls._field_types = {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+    cls._untyped_fields = tuple(name for name, tp in cls._field_types.items() if _has_untyped_container(tp))
     name = cls.__dict__.get("message_name") or f"{cls.__module__}.{cls.__qualname__}"
     cls.message_name = name
     existing = _registry.get(name)
@@ -93,6 +94,25 @@ def _validate_and_register(cls: type[Message]) -> None:
         raise MessageDefinitionError(f"message name {name!r} is used by {existing!r} already")
     # The same class defined again (a re-imported module, a test) replaces the old one.
     _registry[name] = cls
+
+
+def _has_untyped_container(tp: Any) -> bool:
+    if tp in (list, dict):
+        return True
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (list, dict, typing.Union, types.UnionType):
+        return any(_has_untyped_container(a) for a in args)
+    return False
+
+
+def _is_json_native(value: Any) -> bool:
+    if value is None or isinstance(value, str | int | float | bool):
+        return True
+    if isinstance(value, list):
+        return all(_is_json_native(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_json_native(v) for k, v in value.items())
+    return False
 
 
 def _utcnow() -> datetime:
@@ -109,13 +129,22 @@ class Message(metaclass=_MessageMeta):
 
     message_name: ClassVar[str]
     _field_types: ClassVar[dict[str, Any]]
+    _untyped_fields: ClassVar[tuple[str, ...]] = ()
 
     message_id: uuid.UUID = field(default_factory=uuid.uuid4, kw_only=True)
     occurred_at: datetime = field(default_factory=_utcnow, kw_only=True)
 
     def __post_init__(self) -> None:
-        if "__dataclass_fields__" not in type(self).__dict__:
-            raise MessageDefinitionError(f"{type(self).__qualname__} must be declared with @dataclass(frozen=True)")
+        cls = type(self)
+        if "__dataclass_fields__" not in cls.__dict__:
+            raise MessageDefinitionError(f"{cls.__qualname__} must be declared with @dataclass(frozen=True)")
+        # A bare list or dict says nothing of its items, so only JSON's own types may be inside.
+        for name in cls._untyped_fields:
+            if not _is_json_native(getattr(self, name)):
+                raise TypeError(
+                    f"{cls.__qualname__}.{name}: an untyped list/dict may hold only str, int, float, bool, "
+                    f"None, lists and str-keyed dicts; annotate the items (e.g. dict[str, Decimal]) instead"
+                )
 
     def to_json(self) -> dict[str, Any]:
         """The JSON-ready form: ``{"type": name, "data": {field: value}}``."""

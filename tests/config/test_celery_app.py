@@ -24,7 +24,10 @@ def test_reliability_flags_are_set_on_the_app():
 def test_time_limits_stay_below_the_visibility_timeout():
     conf = app.conf
     assert 0 < conf.task_soft_time_limit < conf.task_time_limit
-    assert conf.task_time_limit < conf.broker_transport_options["visibility_timeout"]
+    assert 2 * conf.task_time_limit < conf.broker_transport_options["visibility_timeout"]
+    # Dead workers' messages are looked for every few seconds, not kombu's default 100.
+    assert conf.broker_transport_options["unacked_restore_interval"] <= 5
+    assert conf.broker_transport_options["unacked_restore_throttle"] == 1
 
 
 def test_three_durable_queues_are_declared():

@@ -236,3 +236,28 @@ class Relay(ManagedProcess):
 
     def __init__(self, *, env: dict[str, str] | None = None) -> None:
         super().__init__([sys.executable, "manage.py", "relay_outbox"], name="relay", env=env)
+
+
+class CeleryBeat(ManagedProcess):
+    """``celery -A config beat`` with the platform scheduler; its schedule file under VAR_DIR."""
+
+    ready_marker = "beat: Starting..."
+
+    def __init__(
+        self,
+        *,
+        scheduler: str = "tasks.scheduler:PlatformScheduler",
+        env: dict[str, str] | None = None,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        schedule_file = LOG_DIR / f"celerybeat-schedule-{uuid.uuid4().hex[:8]}"
+        args = [
+            sys.executable, "-m", "celery", "-A", "config", "beat",
+            "-S", scheduler, "--schedule", str(schedule_file), "-l", "INFO", *extra_args,
+        ]  # fmt: skip
+        super().__init__(args, name="beat", env=env)
+
+    def sent(self, schedule_name: str) -> list[str]:
+        """The ``sent <name> at <time> id=<id>`` lines this Beat logged for ``schedule_name``."""
+        marker = f"PlatformScheduler: sent {schedule_name} at "
+        return [line for line in self.log().splitlines() if marker in line]

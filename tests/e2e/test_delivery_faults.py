@@ -1,0 +1,185 @@
+"""Fault tests: real workers killed, brokers stopped, poison messages. Each asserts two numbers:
+messages lost (0) and side effects applied twice (0)."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import transaction
+from django.urls import reverse
+
+from tasks.models import DeadLetter, Delivery, Outbox
+from tasks.transaction import register_event
+from tests.e2e.conftest import fast_recovery_env
+from tests.support.ledger.handlers import LedgerEvent, effects_summary
+from tests.support.ledger.models import Effect
+from tests.support.processes import CeleryWorker, DurableRedisServer, ManagedProcess, Relay
+from tests.support.waiting import wait_until
+
+pytestmark = [pytest.mark.slow, pytest.mark.broker]
+
+TOTAL = 1000
+
+
+def _register(count: int, *, prefix: str = "k", per_transaction: int = 100, **fields) -> None:
+    for start in range(0, count, per_transaction):
+        with transaction.atomic():
+            for i in range(start, min(start + per_transaction, count)):
+                register_event(LedgerEvent(key=f"{prefix}{i}", **fields))
+
+
+def _lost_and_doubled(expected: int) -> tuple[int, int]:
+    distinct, twice = effects_summary()
+    return expected - distinct, twice
+
+
+def test_nothing_lost_or_doubled_when_workers_are_killed_mid_run(clean_broker):
+    env = fast_recovery_env()
+    _register(TOTAL, work_seconds=0.002)
+    assert Outbox.objects.filter(sent_at__isnull=True).count() == 0
+
+    # kill -9 of a whole worker (main process and pool children), three times mid-run.
+    for _ in range(3):
+        worker = CeleryWorker(env=env).start()
+        target = Effect.objects.count() + 120
+        wait_until(lambda t=target: Effect.objects.count() >= t, timeout=60, message=worker.log()[-2000:])
+        worker.kill()
+
+    with CeleryWorker(env=env), Relay(env=env):
+        wait_until(lambda: effects_summary()[0] == TOTAL, timeout=150, message=f"effects {effects_summary()}")
+        wait_until(lambda: not Delivery.objects.exclude(status=Delivery.Status.DONE).exists(), timeout=30)
+    assert _lost_and_doubled(TOTAL) == (0, 0)
+    assert not DeadLetter.objects.exists()
+
+
+def test_nothing_lost_or_doubled_when_the_broker_stops_mid_run(clean_broker, tmp_path):
+    """Redis stopped while 1,000 events are being committed, then started again: the
+    events committed meanwhile wait in the outbox, and the worker consumes again after."""
+    if not settings.CELERY_BROKER_URL.startswith("redis"):
+        pytest.skip("stops a private Redis; the RabbitMQ run covers its own broker tests")
+    redis_server = DurableRedisServer(tmp_path / "redis").start()
+    env = fast_recovery_env(CELERY_BROKER_URL=redis_server.url)
+    progress = tmp_path / "progress"
+    publisher = ManagedProcess(
+        [
+            sys.executable,
+            "-m",
+            "tests.support.publish_events",
+            str(TOTAL),
+            "--progress",
+            str(progress),
+            "--pause",
+            "0.01",
+        ],
+        name="publisher",
+        env=env,
+    )
+    worker, relay = CeleryWorker(env=env).start(), Relay(env=env).start()
+    try:
+        publisher.start(wait=False)
+        wait_until(lambda: progress.exists() and int(progress.read_text()) >= 300, timeout=60)
+        redis_server.stop()
+        wait_until(lambda: int(progress.read_text()) >= 600, timeout=60, message=publisher.log()[-2000:])
+        assert Outbox.objects.filter(sent_at__isnull=True).exists()  # commits went on without the broker
+        time.sleep(2)  # the broker stays away a while
+        redis_server.start()
+        wait_until(lambda: publisher.proc.poll() is not None, timeout=60)
+        assert publisher.proc.returncode == 0, publisher.log()[-2000:]
+        wait_until(lambda: effects_summary()[0] == TOTAL, timeout=150, message=f"effects {effects_summary()}")
+        wait_until(lambda: not Outbox.objects.filter(sent_at__isnull=True).exists(), timeout=30)
+    finally:
+        for process in (publisher, relay, worker, redis_server):
+            process.stop()
+    assert _lost_and_doubled(TOTAL) == (0, 0)
+    # The same worker process consumed before and after the outage.
+    assert "ready." in worker.log()
+
+
+def test_poison_message_is_dead_lettered_after_n_starts_then_requeued_from_admin(
+    clean_broker, flag_path, admin_client_logged_in
+):
+    env = fast_recovery_env(DELIVERY_MAX_UNFINISHED_STARTS="2")
+    register_event(LedgerEvent(key="poison", mode="poison", flag_path=flag_path))
+    with CeleryWorker(env=env, concurrency=1) as worker:
+        dead = wait_until(lambda: DeadLetter.objects.filter(reason="poison").first(), timeout=90)
+        assert dead.handler.endswith("kill_own_worker_until_flag")
+        assert Delivery.objects.get(message_id=dead.message_id).status == Delivery.Status.DEAD
+        assert worker.log().count("signal 9") >= 2  # each start killed its pool process
+        assert Effect.objects.count() == 0
+
+        Path(flag_path).touch()  # the operator fixed the cause
+        response = admin_client_logged_in.post(
+            reverse("admin:tasks_deadletter_changelist"),
+            {"action": "requeue_dead_letters", "_selected_action": [dead.pk]},
+            follow=True,
+        )
+        assert response.status_code == 200
+        wait_until(lambda: Effect.objects.filter(key="poison").exists(), timeout=30, message=worker.log()[-2000:])
+        wait_until(lambda: Delivery.objects.get(message_id=dead.message_id).status == Delivery.Status.DONE)
+    dead.refresh_from_db()
+    assert dead.status == DeadLetter.Status.REQUEUED
+    assert _lost_and_doubled(1) == (0, 0)
+
+
+def test_transient_failures_succeed_after_retries(clean_broker, flag_path):
+    register_event(LedgerEvent(key="flaky", mode="transient", flag_path=flag_path))
+    with CeleryWorker(env=fast_recovery_env()):
+        wait_until(lambda: Delivery.objects.filter(attempts__gte=2).exists(), timeout=30)
+        Path(flag_path).touch()
+        wait_until(lambda: Effect.objects.filter(key="flaky").exists(), timeout=30)
+    assert _lost_and_doubled(1) == (0, 0)
+    assert not DeadLetter.objects.exists()
+
+
+def test_failures_are_dead_lettered_with_traceback_after_the_retry_cap(clean_broker, flag_path):
+    register_event(LedgerEvent(key="never", mode="transient", flag_path=flag_path))
+    register_event(LedgerEvent(key="broken", mode="permanent"))
+    with CeleryWorker(env=fast_recovery_env(TASKS_MAX_RETRIES="2")):
+        wait_until(lambda: DeadLetter.objects.count() == 2, timeout=60)
+    exhausted = DeadLetter.objects.get(handler__endswith="fail_until_flag")
+    assert exhausted.reason == "retries exhausted"
+    assert exhausted.attempts == 3
+    assert exhausted.exception_type == "tasks.base.TransientError"
+    permanent = DeadLetter.objects.get(handler__endswith="fail_permanently")
+    assert permanent.reason == "failed"
+    assert permanent.attempts == 1  # a permanent error is not retried
+    assert "cannot handle broken: bad data" in permanent.traceback
+    assert permanent.payload["data"]["key"] == "broken"
+    assert Effect.objects.count() == 0
+
+
+def _shutdown_env() -> dict[str, str]:
+    return fast_recovery_env(
+        CELERY_TASK_TIME_LIMIT="30", CELERY_TASK_SOFT_TIME_LIMIT="25", CELERY_VISIBILITY_TIMEOUT="61",
+        WORKER_SHUTDOWN_GRACE="4",
+    )  # fmt: skip
+
+
+def test_sigterm_lets_the_running_task_finish_within_the_grace_period(clean_broker, flag_path):
+    register_event(LedgerEvent(key="short", mode="slow", work_seconds=2, flag_path=flag_path))
+    worker = CeleryWorker(env=_shutdown_env(), concurrency=1).start()
+    wait_until(lambda: Delivery.objects.filter(status=Delivery.Status.RUNNING).exists(), timeout=30)
+    worker.signal(signal.SIGTERM)
+    assert worker.proc.wait(timeout=30) == 0
+    assert Effect.objects.filter(key="short").count() == 1
+    assert Delivery.objects.get().status == Delivery.Status.DONE
+
+
+def test_sigterm_gives_a_task_it_cannot_finish_back_to_the_queue(clean_broker, flag_path):
+    env = _shutdown_env()
+    register_event(LedgerEvent(key="long", mode="slow", work_seconds=25, flag_path=flag_path))
+    worker = CeleryWorker(env=env, concurrency=1).start()
+    wait_until(lambda: Delivery.objects.filter(status=Delivery.Status.RUNNING).exists(), timeout=30)
+    worker.signal(signal.SIGTERM)
+    worker.proc.wait(timeout=30)
+    assert not Effect.objects.exists()  # cut short after the grace period, nothing committed
+
+    Path(flag_path).touch()  # the next run is quick
+    with CeleryWorker(env=env):
+        wait_until(lambda: Effect.objects.filter(key="long").exists(), timeout=60)
+    assert _lost_and_doubled(1) == (0, 0)
