@@ -9,6 +9,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse
 
+from tasks.monitoring_selectors import BeatStatus
 from tasks.status_snapshot import take_snapshot
 
 CHART_HEIGHT = 120
@@ -43,6 +44,13 @@ def chart_bars(per_minute: list[dict]) -> list[dict]:
     return bars
 
 
+def beat_is_late(beat: BeatStatus | None) -> bool:
+    """No Beat holds the lock, or its last tick is older than the health check allows."""
+    return (
+        beat is None or not beat.leader or beat.age_seconds is None or beat.age_seconds > settings.HEALTH_BEAT_MAX_AGE
+    )
+
+
 def platform_status(request: HttpRequest, *, site: AdminSite) -> HttpResponse:
     snapshot = take_snapshot()
     dead_letter_list = admin_url("tasks_deadletter_changelist")
@@ -53,9 +61,7 @@ def platform_status(request: HttpRequest, *, site: AdminSite) -> HttpResponse:
         "snapshot": snapshot,
         "refresh_seconds": settings.STATUS_PAGE_REFRESH_SECONDS,
         "beat_max_age": settings.HEALTH_BEAT_MAX_AGE,
-        "beat_late": snapshot.beat is None
-        or snapshot.beat.age_seconds is None
-        or snapshot.beat.age_seconds > settings.HEALTH_BEAT_MAX_AGE,
+        "beat_late": beat_is_late(snapshot.beat),
         "dead_letters": dead_letters,
         "dead_letter_list_url": f"{dead_letter_list}?status__exact=dead" if dead_letter_list else "",
         "periodic_task_list_url": admin_url("django_celery_beat_periodictask_changelist"),

@@ -14,7 +14,7 @@ from django_celery_results.models import TaskResult
 
 from tasks import monitoring_selectors as selectors
 from tasks.models import BeatHeartbeat, DeadLetter
-from tasks.status_views import admin_url, chart_bars
+from tasks.status_views import admin_url, beat_is_late, chart_bars
 
 STATUS_URL = "admin:platform_status"
 
@@ -158,3 +158,13 @@ def test_task_result_reads_use_indexes_and_a_time_window():
     for sql in reads:
         assert re.search(r'"date_done" >= ', sql), sql
         assert full_scans_of_task_results(sql) == [], sql
+
+
+@pytest.mark.parametrize(
+    ("leader", "age", "late"),
+    [("host:1", 5.0, False), ("", 5.0, True), ("host:1", 600.0, True), ("host:1", None, True)],
+)
+def test_beat_is_late_when_no_leader_holds_the_lock_or_the_tick_is_old(leader, age, late):
+    beat = selectors.BeatStatus(leader=leader, started_at=None, last_tick_at=None, age_seconds=age)
+    assert beat_is_late(beat) is late
+    assert beat_is_late(None) is True
