@@ -1,3 +1,3 @@
 """Imported by Celery's autodiscovery: registers every platform task."""
 
-from tasks import delivery, diagnostics  # noqa: F401
+from tasks import delivery, diagnostics, outbox_prune  # noqa: F401

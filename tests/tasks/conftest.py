@@ -1,0 +1,33 @@
+"""Fixtures for schedule tests: Beat processes, and a worker that knows the test-only tasks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.support.processes import CeleryBeat, CeleryWorker, process_env
+
+
+@pytest.fixture
+def start_beat(transactional_db, redis_client) -> Iterator[Callable[..., CeleryBeat]]:
+    """Start ``celery beat`` processes with the platform scheduler; all are stopped after the test."""
+    started: list[CeleryBeat] = []
+
+    def start(**env: str) -> CeleryBeat:
+        beat = CeleryBeat(env=process_env(**env))
+        started.append(beat)
+        return beat.start()
+
+    yield start
+    for beat in started:
+        beat.stop(timeout=10)
+
+
+@pytest.fixture
+def schedule_worker(transactional_db, redis_client) -> Iterator[CeleryWorker]:
+    """A real worker on every queue that also runs ``tests.support.schedule_tasks``."""
+    worker = CeleryWorker(concurrency=3, extra_args=("--include", "tests.support.schedule_tasks"))
+    worker.start()
+    yield worker
+    worker.stop()
