@@ -12,3 +12,8 @@ class MarketplaceConfig(AppConfig):
         from tasks.bus import get_message_broker
 
         handlers.register(get_message_broker())
+
+        # Periodic jobs: importing registers the tasks, declare_schedules() their defaults.
+        from marketplace import jobs
+
+        jobs.declare_schedules()
