@@ -21,8 +21,11 @@ def parse_front_matter(source: str) -> dict[str, Any]:
         end = next(i for i, line in enumerate(lines[1:], start=1) if line.strip() == DELIMITER)
     except StopIteration:
         raise ValidationFailed("The YAML front matter block is not closed by a '---' line.") from None
+    text = "\n".join(lines[1:end])
     try:
-        metadata = yaml.safe_load("\n".join(lines[1:end])) or {}
+        metadata = yaml.safe_load(text) or {}
+        if isinstance(metadata, dict) and "version" in metadata:
+            metadata["version"] = _raw_scalar(text, "version", metadata["version"])
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 2}" if mark else ""
@@ -34,6 +37,15 @@ def parse_front_matter(source: str) -> dict[str, Any]:
         raise ValidationFailed(f"Missing required front matter field(s): {', '.join(missing)}.")
     # Keep only what JSON can store (dates become ISO strings).
     return {str(k): _jsonable(v) for k, v in metadata.items()}
+
+
+def _raw_scalar(text: str, key: str, parsed: Any) -> Any:
+    """The text of a top-level scalar as written: YAML reads ``version: 1.10`` as the float 1.1."""
+    node = yaml.compose(text, Loader=yaml.SafeLoader)
+    for key_node, value_node in getattr(node, "value", []):
+        if getattr(key_node, "value", None) == key and isinstance(value_node, yaml.ScalarNode):
+            return value_node.value
+    return parsed
 
 
 def _jsonable(value: Any) -> Any:

@@ -6,14 +6,16 @@ after commit (see marketplace/handlers.py).
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 from datetime import timedelta
 from decimal import Decimal
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.mail import send_mail
-from django.db import IntegrityError
-from django.db.models import Avg, Count, F, Sum
+from django.db import IntegrityError, transaction
+from django.db.models import Avg, Count
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -48,6 +50,19 @@ def _unique_slug(name: str) -> str:
     return slug
 
 
+def _component_create(*, author: Author, name: str, source: str) -> Component:
+    # Two uploads of one name at the same moment may pick the same free slug; the unique
+    # constraint decides, and the loser takes a random suffix instead of failing.
+    slug = _unique_slug(name)
+    for _ in range(3):
+        try:
+            with transaction.atomic():
+                return Component.objects.create(author=author, name=name, slug=slug, source=source)
+        except IntegrityError:
+            slug = f"{slug[:200]}-{secrets.token_hex(3)}"
+    raise Conflict("Could not find a free address for this component name; try again.")
+
+
 def _check_source(source: str) -> None:
     if not source.strip():
         raise ValidationFailed("The source is empty.")
@@ -61,8 +76,11 @@ def component_upload(*, author: Author, name: str, source: str) -> Component:
     name = name.strip()
     if not name:
         raise ValidationFailed("A component needs a name.")
+    max_length = Component._meta.get_field("name").max_length
+    if len(name) > max_length:
+        raise ValidationFailed(f"A component name has at most {max_length} characters.")
     _check_source(source)
-    component = Component.objects.create(author=author, name=name, slug=_unique_slug(name), source=source)
+    component = _component_create(author=author, name=name, source=source)
     register_event(ComponentUploaded(component_id=component.pk, author_id=author.pk))
     return component
 
@@ -95,7 +113,12 @@ def component_process_upload(*, component_id: int) -> Component | None:
         component.rejection_reason = exc.message
         component.save(update_fields=["status", "rejection_reason", "updated_at"])
         register_event(ComponentRejected(component_id=component.pk, author_id=component.author_id, reason=exc.message))
-        _notify_author(component, f"{component.name} was rejected", exc.message, f"rejected-{component.pk}")
+        _notify_author(
+            component,
+            f"{component.name} was rejected",
+            exc.message,
+            f"rejected-{component.pk}-{_source_digest(component)}",
+        )
         return component
     component.metadata = metadata
     component.version = str(metadata["version"])[:50]
@@ -110,9 +133,14 @@ def component_process_upload(*, component_id: int) -> Component | None:
         component,
         f"{component.name} {component.version} is published",
         "Your component passed the checks and is now listed.",
-        f"published-{component.pk}-{component.version}",
+        f"published-{component.pk}-{_source_digest(component)}",
     )
     return component
+
+
+def _source_digest(component: Component) -> str:
+    """Names one uploaded source, so each upload's outcome is announced once."""
+    return hashlib.sha256(component.source.encode()).hexdigest()[:16]
 
 
 def _notify_author(component: Component, subject: str, body: str, key: str) -> None:
@@ -125,10 +153,11 @@ def component_rate(*, component: Component, user, score: int) -> Rating:
     """Rate a component 1..5, once per user (a second rating updates the first)."""
     if not isinstance(score, int) or isinstance(score, bool) or not 1 <= score <= 5:
         raise ValidationFailed("A rating must be a whole number from 1 to 5.")
-    if component.status != Component.Status.PUBLISHED:
+    # Lock the row: ratings of one component are serialised so its average is computed from
+    # committed rows, and the status checked is the current one, not the caller's copy.
+    status = Component.objects.select_for_update().filter(pk=component.pk).values_list("status", flat=True).get()
+    if status != Component.Status.PUBLISHED:
         raise Conflict("Only published components can be rated.")
-    # Serialise ratings of one component so its average is computed from committed rows.
-    Component.objects.select_for_update().filter(pk=component.pk).values_list("pk").get()
     try:
         rating, _ = Rating.objects.update_or_create(component=component, user=user, defaults={"score": score})
     except IntegrityError as exc:
@@ -146,7 +175,7 @@ def component_rate(*, component: Component, user, score: int) -> Rating:
 @transactional
 def component_download(*, component: Component, user=None) -> Download:
     """Record a download of a published component; the counter follows in the background."""
-    if component.status != Component.Status.PUBLISHED:
+    if not Component.objects.filter(pk=component.pk, status=Component.Status.PUBLISHED).exists():
         raise NotFound("No published component with this name.")
     download = Download.objects.create(component=component, user=user)
     register_event(ComponentDownloaded(component_id=component.pk, user_id=user.pk if user else None))
@@ -162,11 +191,11 @@ def component_download_count_refresh(*, component_id: int) -> int:
 
 def author_reputation_recalculate(*, author_id: int) -> Decimal:
     """Reputation = the average score over all ratings of the author's published components."""
-    totals = Component.objects.filter(author_id=author_id, status=Component.Status.PUBLISHED).aggregate(
-        points=Sum(F("rating_average") * F("rating_count")), ratings=Sum("rating_count")
-    )
-    ratings = totals["ratings"] or 0
-    reputation = (Decimal(totals["points"] or 0) / ratings).quantize(Decimal("0.01")) if ratings else Decimal(0)
+    average = Rating.objects.filter(
+        component__author_id=author_id, component__status=Component.Status.PUBLISHED
+    ).aggregate(avg=Avg("score"))["avg"]
+    # Averaged from the scores themselves and rounded once, not from rounded per-component means.
+    reputation = Decimal(str(average or 0)).quantize(Decimal("0.01"))
     Author.objects.filter(pk=author_id).update(reputation=reputation)
     return reputation
 

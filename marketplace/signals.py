@@ -1,19 +1,27 @@
 """Model lifecycle signals that are the natural source of an event.
 
-A component deleted anywhere (the admin, a shell, a cascade from its author) changes its
-author's reputation; no service call sees every one of those deletions, the signal does.
+A component deleted anywhere (the admin, a shell, a queryset delete) changes its author's
+reputation; no service call sees every one of those deletions, the signal does.
 """
 
+from django.db.models import QuerySet
 from django.db.models.signals import post_delete
 from django.dispatch import receiver
 
 from marketplace.events import ComponentDeleted
-from marketplace.models import Author, Component
+from marketplace.models import Component
 from tasks.transaction import register_event
 
 
+def _deletion_started_at_a_component(origin: object) -> bool:
+    if isinstance(origin, QuerySet):
+        return origin.model is Component
+    return isinstance(origin, Component)
+
+
 @receiver(post_delete, sender=Component, dispatch_uid="marketplace.component_deleted")
-def component_deleted(sender, instance: Component, **kwargs) -> None:
-    # With the author itself gone (a cascade), there is no reputation left to update.
-    if Author.objects.filter(pk=instance.author_id).exists():
+def component_deleted(sender, instance: Component, origin: object = None, **kwargs) -> None:
+    # A cascade from a deleted author or user leaves no reputation to update: Django deletes
+    # the components before the author, so only the origin of the deletion tells them apart.
+    if _deletion_started_at_a_component(origin):
         register_event(ComponentDeleted(component_id=instance.pk, author_id=instance.author_id))

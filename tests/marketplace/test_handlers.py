@@ -158,8 +158,9 @@ class TestHandlersCallTheirServices:
 
     def test_recalculate_reputation_forgets_a_deleted_component(self):
         author = AuthorFactory(reputation=Decimal("5.00"))
-        PublishedComponentFactory(author=author, rating_average=Decimal("2.00"), rating_count=1)
-        gone = PublishedComponentFactory(author=author, rating_average=Decimal("5.00"), rating_count=3)
+        RatingFactory(component=PublishedComponentFactory(author=author), score=2)
+        gone = PublishedComponentFactory(author=author)
+        RatingFactory.create_batch(3, component=gone, score=5)
         gone_pk = gone.pk
         gone.delete()
 

@@ -1,6 +1,7 @@
 """Marketplace services: what each writes and which events it registers (no worker process)."""
 
 import dataclasses
+import hashlib
 from datetime import timedelta
 from decimal import Decimal
 
@@ -35,6 +36,10 @@ export const Button = () => null;
 """
 INVALID_SOURCE = "---\nname: Broken\n---\nx"
 BASE_FIELDS = {"message_id", "occurred_at"}
+
+
+def source_digest(source: str) -> str:
+    return hashlib.sha256(source.encode()).hexdigest()[:16]
 
 
 def facts(messages) -> list[tuple[type, dict]]:
@@ -164,11 +169,6 @@ def test_upload_is_accepted_when_source_is_exactly_at_the_limit():
     assert len(Component.objects.get(pk=component.pk).source.encode()) == services.MAX_SOURCE_BYTES
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: component_upload does not check the name against Component.name max_length=200: "
-    "PostgreSQL raises DataError (a 500), SQLite stores it",
-)
 def test_upload_is_refused_when_name_is_longer_than_the_column():
     with pytest.raises(ValidationFailed):
         services.component_upload(author=AuthorFactory(), name="x" * 201, source=SOURCE)
@@ -239,7 +239,7 @@ def test_processing_publishes_component_when_source_is_valid(null_broker, commit
                 "user_id": author.user_id,
                 "subject": "Fancy Button 2.1.0 is published",
                 "body": "Your component passed the checks and is now listed.",
-                "idempotency_key": f"published-{component.pk}-2.1.0",
+                "idempotency_key": f"published-{component.pk}-{source_digest(SOURCE)}",
             },
         ),
     ]
@@ -265,7 +265,7 @@ def test_processing_rejects_component_with_the_reason_when_source_is_invalid(nul
                 "user_id": author.user_id,
                 "subject": "Broken was rejected",
                 "body": reason,
-                "idempotency_key": f"rejected-{component.pk}",
+                "idempotency_key": f"rejected-{component.pk}-{source_digest(INVALID_SOURCE)}",
             },
         ),
     ]
@@ -340,11 +340,6 @@ def test_rating_is_refused_when_component_is_not_published(null_broker, committe
     assert null_broker.published == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: component_rate checks the status of the instance it was given, not of the row it then "
-    "locks, so a component unpublished meanwhile (a new version went pending) is still rated",
-)
 def test_rating_is_refused_when_component_was_unpublished_after_it_was_loaded():
     component = PublishedComponentFactory()
     services.component_new_version(component=Component.objects.get(pk=component.pk), source=SOURCE)
@@ -485,11 +480,6 @@ def test_reputation_is_zero_when_author_has_no_ratings():
     assert Author.objects.get(pk=author.pk).reputation == Decimal(0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: reputation is summed from each component's rounded rating_average * rating_count, "
-    "not from the ratings: 29/7 = 4.14 comes out as 29.02/7 = 4.15",
-)
 def test_reputation_is_exact_when_averages_of_components_were_rounded():
     author = AuthorFactory()
     one, six = PublishedComponentFactory.create_batch(2, author=author)
@@ -666,11 +656,6 @@ def test_invalid_upload_is_rejected_and_the_author_told_why_when_messages_are_pr
     assert len(mailoutbox) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the rejection notification key is rejected-<component id>, so a later version rejected "
-    "for another reason finds the old notification and the author is never told",
-)
 @pytest.mark.django_db(transaction=True)
 def test_author_is_told_again_when_a_new_version_is_rejected_for_another_reason(mailoutbox):
     author = AuthorFactory()

@@ -10,7 +10,7 @@ from marketplace.events import ComponentDeleted
 from marketplace.models import Author, Component
 from tasks.bus import NullBroker, TestBroker, override_message_broker
 from tasks.models import Outbox
-from tests.marketplace.factories import AuthorFactory, ComponentFactory
+from tests.marketplace.factories import AuthorFactory, ComponentFactory, RatingFactory
 from tests.marketplace.more_factories import PublishedComponentFactory
 
 pytestmark = pytest.mark.django_db
@@ -78,11 +78,6 @@ def test_deleting_a_component_registers_nothing_when_the_transaction_rolls_back(
     assert not Outbox.objects.exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Django's deletion collector deletes and signals the components before their author, so "
-    "the Author still exists in component_deleted's check and the cascade registers ComponentDeleted",
-)
 @pytest.mark.parametrize("deleted", ["author", "user"])
 def test_deleting_the_author_registers_nothing_for_its_components(null_broker, committed, deleted):
     author = AuthorFactory()
@@ -99,8 +94,9 @@ def test_deleting_a_rated_component_lowers_the_authors_reputation_through_the_bu
     django_capture_on_commit_callbacks,
 ):
     author = AuthorFactory(reputation=Decimal("3.00"))
-    PublishedComponentFactory(author=author, rating_average=Decimal("5.00"), rating_count=2)
-    poor = PublishedComponentFactory(author=author, rating_average=Decimal("1.00"), rating_count=2)
+    RatingFactory.create_batch(2, component=PublishedComponentFactory(author=author), score=5)
+    poor = PublishedComponentFactory(author=author)
+    RatingFactory.create_batch(2, component=poor, score=1)
     broker = TestBroker()
 
     with override_message_broker(broker):
