@@ -1,10 +1,13 @@
 """Contract tests of ``tasks.delivery`` without a worker: idempotency per (message_id, handler),
 clean failures, permanent errors, poison messages and dead letters (issue 4, DESIGN.md 5)."""
 
+import threading
+import time
 from dataclasses import dataclass
 
 import pytest
 from django.contrib.auth.models import Group
+from django.db import connection, connections, transaction
 from django.utils import timezone
 
 from tasks.base import PermanentError, PoisonMessage, TransientError
@@ -267,3 +270,55 @@ def test_deliver_task_retries_a_transient_error_then_dead_letters_it():
     assert dead.exception_type == "tasks.base.TransientError"
     assert dead.attempts == deliver.max_retries + 1
     assert Delivery.objects.get().status == Delivery.Status.DEAD
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="on SQLite the start waits for the write lock")
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: _count_start returns None ('duplicate') whenever get_or_create finds the row, even "
+    "when that row is pending: a delivery whose record commits while the worker starts (the relay "
+    "and dead-letter requeue publish before committing it) is skipped without running",
+)
+def test_a_delivery_recorded_while_the_worker_starts_still_runs():
+    message = WorkRequested(work_id=14)
+    recorded = threading.Event()
+
+    def record_then_commit_once_the_worker_waits():
+        try:
+            with transaction.atomic():
+                Delivery.objects.create(
+                    message_id=message.message_id,
+                    handler=path(create_group),
+                    message_type=message.message_name,
+                    payload=message.to_json(),
+                    queue="default",
+                    sent_at=timezone.now(),
+                    send_count=1,
+                )
+                recorded.set()
+                watcher = connections.create_connection("default")
+                try:
+                    with watcher.cursor() as cursor:
+                        for _ in range(2000):  # until the worker waits on our row, at most ~10 s
+                            cursor.execute(
+                                "SELECT COUNT(*) FROM pg_stat_activity "
+                                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                            )
+                            if cursor.fetchone()[0]:
+                                break
+                            time.sleep(0.005)
+                finally:
+                    watcher.close()
+        finally:
+            connection.close()
+
+    recorder = threading.Thread(target=record_then_commit_once_the_worker_waits)
+    recorder.start()
+    try:
+        assert recorded.wait(10)
+        result = delivery_run(payload=message.to_json(), handler=path(create_group), queue="default")
+    finally:
+        recorder.join(20)
+    assert result == DONE
+    assert Group.objects.count() == 1
+    assert Delivery.objects.get().status == Delivery.Status.DONE

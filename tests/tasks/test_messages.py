@@ -3,6 +3,8 @@ the type registry and the refusal of definitions that cannot round-trip (DESIGN.
 
 import dataclasses
 import json
+import types
+import typing
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -299,6 +301,66 @@ def test_round_trip_is_exact_for_any_nested_values(**values):
 )
 def test_round_trip_is_exact_for_any_optional_values(**values):
     message = Optionals(**values)
+    assert_exact(through_json(message), message)
+
+
+json_native = st.recursive(
+    st.none() | st.booleans() | st.integers() | floats | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=6,
+)
+SCALAR_STRATEGIES = {
+    type(None): st.none(),
+    str: st.text(max_size=20),
+    int: st.integers(),
+    float: floats,
+    bool: st.booleans(),
+    uuid.UUID: st.uuids(),
+    datetime: st.datetimes(timezones=aware_or_naive),
+    date: st.dates(),
+    Decimal: decimals,
+    list: st.lists(json_native, max_size=3),
+    dict: st.dictionaries(st.text(max_size=5), json_native, max_size=3),
+}
+
+
+def strategy_for(annotation: Any) -> st.SearchStrategy:
+    """Values of any field type a Message accepts."""
+    if annotation in SCALAR_STRATEGIES:
+        return SCALAR_STRATEGIES[annotation]
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is list:
+        return st.lists(strategy_for(args[0]), max_size=3)
+    if origin is dict:
+        return st.dictionaries(st.text(max_size=5), strategy_for(args[1]), max_size=3)
+    if origin in (typing.Union, types.UnionType):
+        return st.one_of(*(strategy_for(arg) for arg in args))
+    raise AssertionError(f"no strategy for {annotation!r}: a Message accepted a type this test does not know")
+
+
+def message_strategy(message_type: type[Message]) -> st.SearchStrategy:
+    hints = typing.get_type_hints(message_type)
+    fields = {f.name: strategy_for(hints[f.name]) for f in dataclasses.fields(message_type) if f.init}
+    return st.builds(message_type, **fields)
+
+
+# Production types (every marketplace event, loaded at app start) and this module's own.
+ROUND_TRIP_TYPES = sorted(
+    name
+    for name, message_type in registered_message_types().items()
+    if not message_type.__module__.startswith("tests.") or message_type.__module__ == __name__
+)
+
+
+def test_every_marketplace_event_is_registered():
+    assert any(name.startswith("marketplace.") for name in ROUND_TRIP_TYPES)
+
+
+@pytest.mark.parametrize("name", ROUND_TRIP_TYPES)
+@hypothesis_settings(max_examples=15, deadline=None, database=None)
+@given(data=st.data())
+def test_every_registered_message_type_round_trips_exactly(name, data):
+    message = data.draw(message_strategy(message_type_for(name)))
     assert_exact(through_json(message), message)
 
 

@@ -39,6 +39,12 @@ def async_noop(message):
     """An async handler; it never runs here (no worker), only its delivery is sent."""
 
 
+def register_follow_up(message):
+    """A sync handler that registers a further event, as a domain handler may."""
+    if message.label != "follow-up":
+        register_event(GroupCreated(group_id=message.group_id, label="follow-up"))
+
+
 def sync_failing(message):
     raise RuntimeError("sync handler exploded")
 
@@ -273,6 +279,20 @@ def test_after_commit_sync_handlers_run_with_the_committed_message():
 
         create()
     assert seen == [message]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_event_registered_by_a_sync_handler_after_commit_is_published_too():
+    broker = TestBroker(copy_subscriptions=False)
+    broker.subscribe(GroupCreated, register_follow_up)
+    broker.subscribe(GroupCreated, remember)
+    first = GroupCreated(group_id=1, label="first")
+    with override_message_broker(broker):
+        transactional(register_event)(first)
+    # Outside a transaction the follow-up publishes at once, nested inside the first publish.
+    assert sorted(m.label for m in seen) == ["first", "follow-up"]
+    assert Outbox.objects.count() == 2
+    assert not Outbox.objects.filter(sent_at__isnull=True).exists()
 
 
 @pytest.mark.django_db(transaction=True)
