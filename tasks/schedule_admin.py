@@ -31,7 +31,7 @@ from django_celery_results.models import TaskResult
 from tasks.models import ScheduleChange, SchedulePolicy
 from tasks.queues import validate_queue
 from tasks.schedule_history import schedule_change_context, schedule_change_record
-from tasks.schedules import periodic_task_run_now
+from tasks.schedules import periodic_task_run_now, schedule_due_at
 
 HISTORY_ROWS_ON_PAGE = 20
 
@@ -116,8 +116,19 @@ class CrontabScheduleForm(forms.ModelForm):
         return data
 
 
+class SchedulePolicyForm(forms.ModelForm):
+    class Meta:
+        model = SchedulePolicy
+        fields = ("misfire", "overlap")
+
+    def has_changed(self) -> bool:
+        # Store the policy with every new schedule, defaults included, so it is explicit.
+        return self.instance.pk is None or super().has_changed()
+
+
 class SchedulePolicyInline(admin.StackedInline):
     model = SchedulePolicy
+    form = SchedulePolicyForm
     can_delete = False
     extra = 1
     max_num = 1
@@ -208,8 +219,7 @@ class PeriodicTaskAdmin(_RecordedChanges, StockPeriodicTaskAdmin):
         if not obj.enabled or (obj.one_off and obj.total_run_count):
             return "—"
         try:
-            last = obj.last_run_at or obj.date_changed or timezone.now()
-            due = timezone.now() + obj.schedule.remaining_estimate(last)
+            due = schedule_due_at(obj.schedule, obj.last_run_at or obj.date_changed or timezone.now())
         except Exception:  # a schedule Celery cannot evaluate shows as unknown, not as a 500
             return "unknown"
         return max(due, timezone.now()) if obj.start_time is None else max(due, obj.start_time)

@@ -58,6 +58,7 @@ from django_celery_results.models import TaskResult
 
 from tasks.models import BeatHeartbeat, SchedulePolicy
 from tasks.schedule_history import set_default_change_source
+from tasks.schedules import schedule_due_at
 
 logger = logging.getLogger(__name__)
 
@@ -126,8 +127,7 @@ class PlatformEntry(ModelEntry):
     def due_at(self) -> datetime.datetime | None:
         """When the pending run fell (or falls) due, or None if it cannot be worked out."""
         try:
-            last = maybe_make_aware(self.last_run_at).astimezone(self.app.timezone)
-            return timezone.now() + self.schedule.remaining_estimate(last)
+            return schedule_due_at(self.schedule, maybe_make_aware(self.last_run_at).astimezone(self.app.timezone))
         except Exception:  # (solar and custom schedules may not support it)
             return None
 

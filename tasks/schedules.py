@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from celery import current_app
@@ -26,6 +26,7 @@ from celery import schedules as celery_schedules
 from celery.result import AsyncResult
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
+from django.utils import timezone
 from django_celery_beat.models import (
     CrontabSchedule,
     IntervalSchedule,
@@ -232,6 +233,16 @@ def schedules_sync(*, reset: Iterable[str] = (), source: str = "sync_schedules")
         if report.changed_anything:
             PeriodicTasks.update_changed()
     return report
+
+
+def schedule_due_at(schedule: Any, last_run_at: datetime) -> datetime:
+    """When ``schedule`` is next due after a run at ``last_run_at`` (in the past if overdue)."""
+    if isinstance(schedule, celery_schedules.crontab):
+        start, ends_in, _now = schedule.remaining_delta(last_run_at)
+        return start + ends_in
+    if isinstance(schedule, celery_schedules.schedule):
+        return last_run_at + schedule.run_every
+    return timezone.now() + schedule.remaining_estimate(last_run_at)
 
 
 def periodic_task_run_now(*, periodic_task: PeriodicTask) -> AsyncResult:
