@@ -2,17 +2,20 @@
 Null and Test brokers and ``override_message_broker`` (DESIGN.md section 4, issue 4)."""
 
 import base64
+import contextlib
 import functools
 import io
 import json
 import logging
+import os
+import socket
 import uuid
 from dataclasses import dataclass
 
 import pytest
 from django.core.management import call_command
 
-from tasks import bus
+from tasks import bus, dispatch
 from tasks.bus import (
     Broker,
     MemoryBroker,
@@ -22,6 +25,7 @@ from tasks.bus import (
     get_message_broker,
     override_message_broker,
 )
+from tasks.dispatch import DispatchError
 from tasks.messages import Message
 from tasks.models import Delivery
 from tasks.queues import DEFAULT, HIGH_PRIORITY, LOW_PRIORITY
@@ -625,3 +629,44 @@ def test_memory_broker_runs_sync_handlers_before_sending_async_deliveries(redis_
     assert calls == [("delivery_count_when_called", 0)]
     assert Delivery.objects.count() == 1
     assert redis_client.llen("default") == 1
+
+
+@contextlib.contextmanager
+def broker_down():
+    """Point dispatch at a Redis port nothing listens on; restore the real pool afterwards."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    saved_pool, saved_url = dispatch._pool, os.environ.get("CELERY_BROKER_WRITE_URL")
+    os.environ["CELERY_BROKER_WRITE_URL"] = f"redis://127.0.0.1:{port}/0"
+    dispatch._pool = None
+    try:
+        yield
+    finally:
+        dispatch._pool = saved_pool
+        if saved_url is None:
+            os.environ.pop("CELERY_BROKER_WRITE_URL", None)
+        else:
+            os.environ["CELERY_BROKER_WRITE_URL"] = saved_url
+
+
+@pytest.mark.django_db
+def test_memory_broker_raises_dispatch_error_when_the_broker_is_down_after_recording_deliveries():
+    broker = MemoryBroker()
+    broker.subscribe(Ping, record_sync)
+    broker.subscribe_async(Ping, async_record)
+    message = Ping(number=1)
+    with broker_down(), pytest.raises(DispatchError):
+        broker.publish(message)
+    assert calls == [("record_sync", message)]  # sync handlers ran first
+    delivery = Delivery.objects.get()
+    assert (delivery.message_id, delivery.status) == (message.message_id, Delivery.Status.PENDING)
+
+
+def test_memory_broker_with_only_sync_handlers_never_needs_the_broker():
+    broker = MemoryBroker()
+    broker.subscribe(Ping, record_sync)
+    broker.subscribe_async(Ping, async_record, predicate=never)
+    with broker_down():
+        broker.publish(Ping(number=1))
+    assert names() == ["record_sync"]

@@ -346,6 +346,36 @@ def test_relay_publishes_deliveries_only_once_a_worker_can_see_them(memory_broke
     assert committed == [1]
 
 
+def unfinished_delivery(*, status: str, sent_ago: timedelta) -> Delivery:
+    message = ItemStored(item_id=1)
+    return Delivery.objects.create(
+        message_id=message.message_id,
+        handler=f"{MODULE}.async_handler",
+        message_type=message.message_name,
+        payload=message.to_json(),
+        queue="low",
+        status=status,
+        task_id="t-1",
+        sent_at=timezone.now() - sent_ago,
+        send_count=1,
+    )
+
+
+def test_relay_pass_resends_deliveries_sent_long_ago_and_never_finished(null_broker, redis_client, settings):
+    stale_after = timedelta(seconds=settings.DELIVERY_RESEND_AFTER)
+    stale = unfinished_delivery(status=Delivery.Status.PENDING, sent_ago=stale_after * 2)
+    unfinished_delivery(status=Delivery.Status.DONE, sent_ago=stale_after * 2)
+    unfinished_delivery(status=Delivery.Status.RUNNING, sent_ago=timedelta(0))
+
+    assert Relay().run_once() == 1
+    assert redis_client.llen("low") == 1
+    assert queued_message_ids(redis_client, "low") == [str(stale.message_id)]
+    stale.refresh_from_db()
+    assert stale.send_count == 2
+    assert stale.sent_at > timezone.now() - stale_after
+    assert Relay().run_once() == 0  # not again until it is stale again
+
+
 # --- relay_outbox command -----------------------------------------------------------------------------
 
 
