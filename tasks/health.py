@@ -150,7 +150,7 @@ def check_database() -> CheckOutcome:
 
 def check_broker() -> CheckOutcome:
     with current_app.connection_for_read() as conn:
-        conn.connect()
+        conn.ensure_connection(max_retries=0)  # one attempt: a monitoring read must not wait out retries
         if conn.transport.driver_type == "redis":
             conn.default_channel.client.ping()
         return CheckOutcome(True, f"{conn.as_uri()} answers")

@@ -50,7 +50,7 @@ def queue_stats(queue_names: Sequence[str] = QUEUES, *, broker_url: str | None =
     url = broker_url or current_app.conf.broker_url
     options = current_app.conf.broker_transport_options or {}
     with Connection(url, connect_timeout=3, transport_options=options) as conn:
-        conn.connect()
+        conn.ensure_connection(max_retries=0)  # one attempt: a monitoring read must not wait out retries
         driver = conn.transport.driver_type
         if driver == "redis":
             return [_redis_queue_stats(conn.default_channel, name) for name in queue_names]
