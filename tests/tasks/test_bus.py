@@ -670,3 +670,19 @@ def test_memory_broker_with_only_sync_handlers_never_needs_the_broker():
     with broker_down():
         broker.publish(Ping(number=1))
     assert names() == ["record_sync"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: an async handler subscribed to a base type and to its subclass gets two tasks for one "
+    "subclass message (one per subscription): Delivery keeps one row (ignore_conflicts) but both "
+    "tasks are published; _async_wanted should keep one subscription per handler",
+)
+@pytest.mark.django_db
+def test_one_task_per_message_and_handler_even_when_subscribed_through_a_base_type(redis_client):
+    broker = MemoryBroker()
+    broker.subscribe_async(Ping, async_record)
+    broker.subscribe_async(LoudPing, async_record)
+    broker.publish(LoudPing(number=1))
+    assert Delivery.objects.count() == 1
+    assert redis_client.llen("default") == 1
