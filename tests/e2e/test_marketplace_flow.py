@@ -9,7 +9,7 @@ from tasks.models import Delivery, Outbox
 from tests.marketplace.factories import AuthorFactory, UserFactory
 from tests.support.waiting import wait_until
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.broker]
 
 SOURCE = """---
 name: Fancy Button
