@@ -7,10 +7,13 @@ apps subscribe to from ``AppConfig.ready()``, unless a test overrides it.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
+
+from django.utils.module_loading import import_string
 
 from tasks.messages import Message
 from tasks.queues import DEFAULT, validate_queue
@@ -29,12 +32,19 @@ def handler_path(handler: Handler) -> str:
     """``module.function`` of a module-level function; SubscriptionError for anything else."""
     module = getattr(handler, "__module__", None)
     qualname = getattr(handler, "__qualname__", None)
-    if not module or not qualname or "<" in qualname or "." in qualname:
+    if not module or not qualname or "<" in qualname or "." in qualname or module == "__main__":
         raise SubscriptionError(
             f"async handler {handler!r} must be a module-level function, importable by path "
             "(no lambda, closure, method or partial): a worker process imports it by name"
         )
-    return f"{module}.{qualname}"
+    path = f"{module}.{qualname}"
+    try:
+        importable = import_string(path) is handler
+    except ImportError:
+        importable = False
+    if not importable:
+        raise SubscriptionError(f"async handler {path} cannot be imported by that path, as a worker would")
+    return path
 
 
 def _describe(handler: Handler) -> str:
@@ -127,8 +137,15 @@ class _Registry:
 
     def subscriptions_for(self, message: Message) -> list[Subscription]:
         """Subscriptions whose type the message is an instance of (subscribing to a base type
-        receives its subclasses)."""
-        return [s for s in self._subscriptions if isinstance(message, s.message_type)]
+        receives its subclasses), one per handler and mode: a handler subscribed to a type and
+        to its base still runs once per message."""
+        seen: set[tuple[Handler, bool]] = set()
+        wanted = []
+        for s in self._subscriptions:
+            if isinstance(message, s.message_type) and (s.handler, s.is_async) not in seen:
+                seen.add((s.handler, s.is_async))
+                wanted.append(s)
+        return wanted
 
     def _run_sync(self, message: Message) -> None:
         for subscription in self.subscriptions_for(message):
@@ -235,7 +252,9 @@ class TestBroker(_Registry):
         ran = 0
         while self.pending:
             message, subscription = self.pending.pop(0)
-            subscription.handler(message)
+            # As a worker would: the message through JSON, the handler imported by its path.
+            received = Message.from_json(json.loads(json.dumps(message.to_json())))
+            import_string(subscription.handler_path)(received)
             ran += 1
         return ran
 
@@ -253,7 +272,9 @@ def get_message_broker() -> Broker:
 def override_message_broker(broker: Broker) -> Iterator[Broker]:
     """Use ``broker`` inside the block (or the decorated function), then restore the previous."""
     _overrides.append(broker)
+    depth = len(_overrides)
     try:
         yield broker
     finally:
-        _overrides.remove(broker)
+        # By position: the same broker may be overridden at several depths.
+        del _overrides[depth - 1]

@@ -12,8 +12,11 @@ from django.db import transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
-from tasks.dispatch import DELIVER_TASK, publish_deliveries
-from tasks.models import DeadLetter, Delivery
+from tasks.dispatch import DELIVER_TASK, DispatchError, publish_deliveries
+from tasks.models import DeadLetter, Delivery, Outbox
+
+# The task name of dead letters made from unreadable outbox rows (see tasks.outbox).
+OUTBOX_DEAD_LETTER_TASK = "tasks.outbox"
 
 logger = logging.getLogger(__name__)
 
@@ -66,19 +69,17 @@ def dead_letter_record(
 
 
 def dead_letter_requeue(*, dead_letter: DeadLetter) -> None:
-    """Send the dead task again: a delivery with its message id, any other task by name."""
+    """Send the dead task again: a delivery with its message id, an unreadable outbox row back
+    to the relay, any other task by name. The state is committed before the broker is asked."""
     from config.celery_app import app
 
+    delivery = None
     with transaction.atomic():
         if dead_letter.task_name == DELIVER_TASK and dead_letter.message_id:
-            row, _ = Delivery.objects.update_or_create(
+            delivery, _ = Delivery.objects.update_or_create(
                 message_id=dead_letter.message_id,
                 handler=dead_letter.handler,
-                defaults={
-                    "status": Delivery.Status.PENDING,
-                    "unfinished_starts": 0,
-                    "sent_at": timezone.now(),
-                },
+                defaults={"status": Delivery.Status.PENDING, "unfinished_starts": 0, "sent_at": timezone.now()},
                 create_defaults={
                     "status": Delivery.Status.PENDING,
                     "message_type": dead_letter.message_type,
@@ -88,14 +89,23 @@ def dead_letter_requeue(*, dead_letter: DeadLetter) -> None:
                     "sent_at": timezone.now(),
                 },
             )
-            Delivery.objects.filter(pk=row.pk).update(send_count=F("send_count") + 1)
-            publish_deliveries([row])
-        else:
-            options = {"queue": dead_letter.queue} if dead_letter.queue else {}
-            app.send_task(dead_letter.task_name, args=dead_letter.args, kwargs=dead_letter.kwargs, **options)
+            Delivery.objects.filter(pk=delivery.pk).update(send_count=F("send_count") + 1)
+        elif dead_letter.task_name == OUTBOX_DEAD_LETTER_TASK:
+            Outbox.objects.filter(message_id=dead_letter.message_id).update(sent_at=None, last_error="")
         DeadLetter.objects.filter(pk=dead_letter.pk).update(
             status=DeadLetter.Status.REQUEUED, requeued_at=timezone.now(), requeue_count=F("requeue_count") + 1
         )
+    try:
+        if delivery is not None:
+            publish_deliveries([delivery])
+        elif dead_letter.task_name != OUTBOX_DEAD_LETTER_TASK:
+            options = {"queue": dead_letter.queue} if dead_letter.queue else {}
+            app.send_task(dead_letter.task_name, args=dead_letter.args, kwargs=dead_letter.kwargs, **options)
+    except Exception as exc:
+        DeadLetter.objects.filter(pk=dead_letter.pk).update(status=DeadLetter.Status.DEAD)
+        if isinstance(exc, DispatchError):
+            raise
+        raise DispatchError(str(exc)) from exc
     logger.info("requeued dead letter %s (%s)", dead_letter.pk, dead_letter.task_name)
 
 

@@ -35,11 +35,16 @@ def _count_start(message: Message, handler: str, payload: dict, queue: str) -> i
     is done (or dead) already."""
     key = {"message_id": message.message_id, "handler": handler}
     unfinished = [Delivery.Status.PENDING, Delivery.Status.RUNNING]
-    started = Delivery.objects.filter(**key, status__in=unfinished).update(
-        status=Delivery.Status.RUNNING, unfinished_starts=F("unfinished_starts") + 1, attempts=F("attempts") + 1
-    )
-    if started:
-        return Delivery.objects.filter(**key).values_list("unfinished_starts", flat=True).get()
+
+    def start() -> int | None:
+        started = Delivery.objects.filter(**key, status__in=unfinished).update(
+            status=Delivery.Status.RUNNING, unfinished_starts=F("unfinished_starts") + 1, attempts=F("attempts") + 1
+        )
+        return Delivery.objects.filter(**key).values_list("unfinished_starts", flat=True).get() if started else None
+
+    starts = start()
+    if starts is not None:
+        return starts
     _, created = Delivery.objects.get_or_create(
         **key,
         defaults={
@@ -52,7 +57,9 @@ def _count_start(message: Message, handler: str, payload: dict, queue: str) -> i
             "sent_at": timezone.now(),
         },
     )
-    return 1 if created else None
+    # Not created: the row appeared meanwhile (its sender committed as we started); it may be
+    # pending rather than done, so try the start again instead of calling it a duplicate.
+    return 1 if created else start()
 
 
 def delivery_run(*, payload: dict, handler: str, queue: str = "") -> str:

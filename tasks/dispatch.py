@@ -9,6 +9,8 @@ known, and ``deliveries_resend_stale`` sends it again. Handlers are idempotent p
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
 import uuid
@@ -17,6 +19,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 from kombu.pools import ProducerPool
@@ -56,14 +59,11 @@ def _producer_pool() -> ProducerPool:
     return _pool[1]
 
 
-def deliveries_send(plan: Iterable[tuple[Message, Subscription]]) -> int:
-    """Record and publish one delivery task per (message, subscription); return how many.
+def deliveries_record(plan: Iterable[tuple[Message, Subscription]]) -> list[Delivery]:
+    """Record one pending Delivery per (message, subscription); return the rows to publish.
 
-    Raises DispatchError when the broker refuses; the Delivery rows stay pending.
+    A relayed message may have been recorded already: the first record wins.
     """
-    plan = list(plan)
-    if not plan:
-        return 0
     now = timezone.now()
     rows = [
         Delivery(
@@ -78,10 +78,33 @@ def deliveries_send(plan: Iterable[tuple[Message, Subscription]]) -> int:
         )
         for message, subscription in plan
     ]
-    # A relayed message may have been recorded already: the first record wins.
-    Delivery.objects.bulk_create(rows, ignore_conflicts=True)
-    publish_deliveries(rows)
+    if rows:
+        Delivery.objects.bulk_create(rows, ignore_conflicts=True)
+    return rows
+
+
+def deliveries_send(plan: Iterable[tuple[Message, Subscription]]) -> int:
+    """Record and publish one delivery task per (message, subscription); return how many.
+
+    The records commit before the tasks are published, so a worker always finds its row;
+    inside a transaction the publishing waits for the commit. Raises DispatchError when the
+    broker refuses; the rows stay pending and the sweeper sends them again.
+    """
+    rows = deliveries_record(plan)
+    if not rows:
+        return 0
+    connection = transaction.get_connection()
+    if connection.in_atomic_block:
+        transaction.on_commit(functools.partial(_publish_logging_errors, rows))
+    else:
+        publish_deliveries(rows)
     return len(rows)
+
+
+def _publish_logging_errors(rows: list[Delivery]) -> None:
+    # Logged in publish_deliveries; the sweeper re-sends the pending rows.
+    with contextlib.suppress(DispatchError):
+        publish_deliveries(rows)
 
 
 def publish_deliveries(rows: Iterable[Delivery]) -> None:

@@ -19,9 +19,10 @@ from django.db.models import F
 from django.utils import timezone
 
 from tasks.bus import get_message_broker
-from tasks.dispatch import DispatchError, deliveries_resend_stale, deliveries_send
+from tasks.dead_letters import OUTBOX_DEAD_LETTER_TASK
+from tasks.dispatch import DispatchError, deliveries_record, deliveries_resend_stale, publish_deliveries
 from tasks.messages import Message
-from tasks.models import Outbox
+from tasks.models import DeadLetter, Outbox
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +30,11 @@ logger = logging.getLogger(__name__)
 def outbox_relay_once(*, grace: timedelta | None = None, batch_size: int | None = None) -> int:
     """Dispatch one batch of unsent rows older than ``grace``; return how many were sent.
 
-    Raises DispatchError when the broker is down; the rows stay unsent.
+    The batch is claimed (marked sent, its deliveries recorded) and committed before anything
+    is published: another relay skips it, and a worker always finds its Delivery row. If the
+    broker then refuses, the claim is undone and DispatchError raised; if the relay dies in
+    between, the recorded deliveries are re-sent by the sweeper. A row that cannot be read
+    becomes a dead letter instead of holding up the queue.
     """
     grace = timedelta(seconds=settings.OUTBOX_RELAY_GRACE) if grace is None else grace
     batch_size = batch_size or settings.OUTBOX_RELAY_BATCH
@@ -40,30 +45,46 @@ def outbox_relay_once(*, grace: timedelta | None = None, batch_size: int | None 
         )
         if connection.features.has_select_for_update_skip_locked:
             unsent = unsent.select_for_update(skip_locked=True)
-        rows = list(unsent[:batch_size])
-        if not rows:
-            return 0
-        plan, unreadable = [], []
-        for row in rows:
+        plan, claimed = [], []
+        for row in unsent[:batch_size]:
             try:
                 message = Message.from_json(row.payload)
             except Exception as exc:
-                logger.error("outbox row %s cannot be read: %s", row.pk, exc)
-                unreadable.append(row.pk)
+                _dead_letter_unreadable(row, exc)
                 continue
             plan.extend((message, s) for s in broker.async_plan(message))
-        try:
-            deliveries_send(plan)
-        except DispatchError as exc:
-            Outbox.objects.filter(pk__in=[r.pk for r in rows]).update(
-                attempts=F("attempts") + 1, last_error=str(exc)[:2000]
-            )
-            raise
-        sent = [r.pk for r in rows if r.pk not in unreadable]
-        Outbox.objects.filter(pk__in=sent).update(sent_at=timezone.now(), attempts=F("attempts") + 1)
-        Outbox.objects.filter(pk__in=unreadable).update(attempts=F("attempts") + 1, last_error="unreadable payload")
-    logger.info("relayed %d outbox rows", len(sent))
-    return len(sent)
+            claimed.append(row.pk)
+        Outbox.objects.filter(pk__in=claimed).update(sent_at=timezone.now(), attempts=F("attempts") + 1)
+        deliveries = deliveries_record(plan)
+    try:
+        publish_deliveries(deliveries)
+    except DispatchError as exc:
+        Outbox.objects.filter(pk__in=claimed).update(sent_at=None, last_error=str(exc)[:2000])
+        raise
+    if claimed:
+        logger.info("relayed %d outbox rows", len(claimed))
+    return len(claimed)
+
+
+def _dead_letter_unreadable(row: Outbox, exc: Exception) -> None:
+    """Take an unreadable row out of the queue, as a dead letter an operator can requeue once
+    the code that reads it is deployed."""
+    logger.error("outbox row %s cannot be read: %s", row.pk, exc)
+    now = timezone.now()
+    DeadLetter.objects.create(
+        task_name=OUTBOX_DEAD_LETTER_TASK,
+        message_id=row.message_id,
+        message_type=row.message_type,
+        payload=row.payload,
+        reason="unreadable",
+        exception_type=f"{type(exc).__module__}.{type(exc).__qualname__}",
+        exception_message=str(exc),
+        first_failed_at=now,
+        last_failed_at=now,
+    )
+    Outbox.objects.filter(pk=row.pk).update(
+        sent_at=now, attempts=F("attempts") + 1, last_error=f"unreadable: {exc}"[:2000]
+    )
 
 
 class Relay:

@@ -522,12 +522,6 @@ def test_decorated_override_restores_the_previous_broker_when_the_function_raise
     assert get_message_broker() is default
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: override_message_broker's exit does _overrides.remove(broker), which removes the "
-    "FIRST (outermost) occurrence: re-entering the same broker inside another override restores "
-    "the wrong broker on exit",
-)
 def test_nested_override_with_the_same_broker_twice_restores_the_one_in_between():
     first, second = NullBroker(), NullBroker()
     with override_message_broker(first):
@@ -554,7 +548,7 @@ def queued_messages(redis_client, queue: str) -> list[dict]:
     return messages
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # publishing waits for a commit
 def test_memory_broker_sends_one_task_per_wanted_async_handler_on_its_queue(redis_client):
     broker = MemoryBroker()
     broker.subscribe_async(Ping, async_record, queue_name=LOW_PRIORITY)
@@ -587,7 +581,7 @@ def test_memory_broker_sends_one_task_per_wanted_async_handler_on_its_queue(redi
     assert low.task_id == sent["low"]["id"]
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # publishing waits for a commit
 def test_memory_broker_sends_nothing_when_the_async_predicate_is_false(redis_client):
     broker = MemoryBroker()
     broker.subscribe_async(Ping, async_record, predicate=even)
@@ -603,7 +597,7 @@ def test_memory_broker_sends_nothing_when_the_async_predicate_is_false(redis_cli
     assert Delivery.objects.count() == 2
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # publishing waits for a commit
 def test_memory_broker_publish_many_sends_one_task_per_message_and_handler(redis_client):
     broker = MemoryBroker()
     broker.subscribe_async(Ping, async_record)
@@ -620,7 +614,7 @@ def delivery_count_when_called(message):
     calls.append(("delivery_count_when_called", Delivery.objects.count()))
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # publishing waits for a commit
 def test_memory_broker_runs_sync_handlers_before_sending_async_deliveries(redis_client):
     broker = MemoryBroker()
     broker.subscribe_async(Ping, async_record)
@@ -650,7 +644,7 @@ def broker_down():
             os.environ["CELERY_BROKER_WRITE_URL"] = saved_url
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # publishing waits for a commit
 def test_memory_broker_raises_dispatch_error_when_the_broker_is_down_after_recording_deliveries():
     broker = MemoryBroker()
     broker.subscribe(Ping, record_sync)
@@ -672,13 +666,7 @@ def test_memory_broker_with_only_sync_handlers_never_needs_the_broker():
     assert names() == ["record_sync"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an async handler subscribed to a base type and to its subclass gets two tasks for one "
-    "subclass message (one per subscription): Delivery keeps one row (ignore_conflicts) but both "
-    "tasks are published; _async_wanted should keep one subscription per handler",
-)
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # publishing waits for a commit
 def test_one_task_per_message_and_handler_even_when_subscribed_through_a_base_type(redis_client):
     broker = MemoryBroker()
     broker.subscribe_async(Ping, async_record)

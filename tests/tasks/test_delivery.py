@@ -273,12 +273,6 @@ def test_deliver_task_retries_a_transient_error_then_dead_letters_it():
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="on SQLite the start waits for the write lock")
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _count_start returns None ('duplicate') whenever get_or_create finds the row, even "
-    "when that row is pending: a delivery whose record commits while the worker starts (the relay "
-    "and dead-letter requeue publish before committing it) is skipped without running",
-)
 def test_a_delivery_recorded_while_the_worker_starts_still_runs():
     message = WorkRequested(work_id=14)
     recorded = threading.Event()

@@ -20,9 +20,10 @@ from django.utils import timezone
 
 from tasks import dispatch, outbox
 from tasks.bus import MemoryBroker, NullBroker, override_message_broker
+from tasks.dead_letters import dead_letter_requeue
 from tasks.dispatch import DispatchError
 from tasks.messages import Message
-from tasks.models import Delivery, Outbox
+from tasks.models import DeadLetter, Delivery, Outbox
 from tasks.outbox import Relay, outbox_relay_once
 
 MODULE = __name__
@@ -193,11 +194,6 @@ def test_relay_leaves_rows_unsent_when_the_broker_is_down_and_sends_them_once_it
     assert Delivery.objects.count() == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: outbox_relay_once records attempts/last_error and then re-raises DispatchError "
-    "inside the same transaction.atomic(), so the UPDATE is rolled back with it",
-)
 def test_relay_records_the_failed_attempt_when_the_broker_is_down(memory_broker):
     row = unsent_row(ItemStored(item_id=1), age=timedelta(minutes=1))
     with broker_down(), pytest.raises(DispatchError):
@@ -208,7 +204,7 @@ def test_relay_records_the_failed_attempt_when_the_broker_is_down(memory_broker)
     assert "127.0.0.1" in row.last_error or row.last_error
 
 
-def test_relay_marks_an_unreadable_row_with_last_error_and_sends_the_others(memory_broker, redis_client):
+def test_relay_dead_letters_an_unreadable_row_and_sends_the_others(memory_broker, redis_client):
     unreadable = Outbox.objects.create(
         message_id=uuid.uuid4(), message_type="no.such.Type", payload={"type": "no.such.Type", "data": {}}
     )
@@ -216,21 +212,27 @@ def test_relay_marks_an_unreadable_row_with_last_error_and_sends_the_others(memo
     good = unsent_row(ItemStored(item_id=1), age=timedelta(minutes=1))
 
     assert outbox_relay_once(grace=GRACE) == 1
-    assert sent_ids() == {good.message_id}
     unreadable.refresh_from_db()
-    assert unreadable.last_error
+    assert unreadable.last_error.startswith("unreadable")
     assert unreadable.attempts == 1
+    dead = DeadLetter.objects.get(message_id=unreadable.message_id)
+    assert dead.reason == "unreadable"
+    assert dead.payload == unreadable.payload
+    assert good.message_id in sent_ids()
     assert redis_client.llen("default") == 1
 
 
-UNREADABLE_BUG = (
-    "BUG: an unreadable outbox row gets last_error but keeps sent_at NULL and nothing excludes it, "
-    "so every pass selects it again (attempts grows forever) and, being oldest, it takes a place "
-    "in every batch"
-)
+def test_requeueing_an_unreadable_row_gives_it_back_to_the_relay(memory_broker):
+    unreadable = Outbox.objects.create(
+        message_id=uuid.uuid4(), message_type="no.such.Type", payload={"type": "no.such.Type", "data": {}}
+    )
+    Outbox.objects.filter(pk=unreadable.pk).update(created_at=timezone.now() - timedelta(minutes=2))
+    outbox_relay_once(grace=GRACE)
+    dead_letter_requeue(dead_letter=DeadLetter.objects.get(message_id=unreadable.message_id))
+    unreadable.refresh_from_db()
+    assert unreadable.sent_at is None
 
 
-@pytest.mark.xfail(strict=True, reason=UNREADABLE_BUG)
 def test_an_unreadable_row_is_not_retried_forever(memory_broker):
     unreadable = Outbox.objects.create(
         message_id=uuid.uuid4(), message_type="no.such.Type", payload={"type": "no.such.Type", "data": {}}
@@ -242,7 +244,6 @@ def test_an_unreadable_row_is_not_retried_forever(memory_broker):
     assert unreadable.attempts == 1
 
 
-@pytest.mark.xfail(strict=True, reason=UNREADABLE_BUG)
 def test_unreadable_rows_do_not_block_newer_rows(memory_broker, redis_client):
     for _ in range(2):
         row = Outbox.objects.create(
@@ -261,15 +262,16 @@ def test_unreadable_rows_do_not_block_newer_rows(memory_broker, redis_client):
 def test_two_relays_never_send_one_row_twice(memory_broker, redis_client, monkeypatch):
     rows = [unsent_row(ItemStored(item_id=n), age=timedelta(minutes=1)) for n in range(3)]
     inside_send, release = threading.Event(), threading.Event()
-    real_send = outbox.deliveries_send
+    real_record = outbox.deliveries_record
 
-    def held_send(plan):
+    def held_record(plan):
+        # Hold the first relay inside its claiming transaction, rows locked.
         if threading.current_thread().name == "relay-a":
             inside_send.set()
             release.wait(20)
-        return real_send(plan)
+        return real_record(plan)
 
-    monkeypatch.setattr(outbox, "deliveries_send", held_send)
+    monkeypatch.setattr(outbox, "deliveries_record", held_record)
     results = {}
 
     def relay_a():
@@ -320,6 +322,7 @@ def publish_recording_committed_deliveries(monkeypatch) -> list[int]:
         return real_publish(rows)
 
     monkeypatch.setattr(dispatch, "publish_deliveries", publish)
+    monkeypatch.setattr(outbox, "publish_deliveries", publish)
     return committed
 
 
@@ -332,13 +335,6 @@ def test_commit_hook_publishes_deliveries_only_once_a_worker_can_see_them(memory
     assert redis_client.llen("default") == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: outbox_relay_once calls deliveries_send inside its transaction.atomic(), so tasks "
-    "are published before their Delivery rows commit; on PostgreSQL a fast worker's _count_start "
-    "then blocks on the unique index, gets the row from get_or_create with created=False and "
-    "returns 'duplicate' without running the handler (re-sent only by the stale sweeper, ~145 s later)",
-)
 def test_relay_publishes_deliveries_only_once_a_worker_can_see_them(memory_broker, redis_client, monkeypatch):
     unsent_row(ItemStored(item_id=1), age=timedelta(minutes=1))
     committed = publish_recording_committed_deliveries(monkeypatch)
