@@ -84,6 +84,8 @@ class PeriodicTaskForm(StockPeriodicTaskForm):
             current_app.loader.import_default_modules()
             if task not in current_app.tasks:
                 self.add_error("regtask" if data.get("regtask") else "task", f"No task named {task!r} is registered.")
+            elif "args" in data and "kwargs" in data:
+                self._check_arguments(current_app.tasks[task], data)
         crontab = data.get("crontab")
         if crontab is not None:
             error = _crontab_error(
@@ -97,6 +99,17 @@ class PeriodicTaskForm(StockPeriodicTaskForm):
             if error:
                 self.add_error("crontab", error)
         return data
+
+    def _check_arguments(self, task: Any, data: dict[str, Any]) -> None:
+        # Celery checks the arguments against the task's signature when Beat sends it; a
+        # mismatch would fail on every run, so it is refused here.
+        check = getattr(task, "__header__", None)
+        if check is None or not getattr(task, "typing", True):
+            return
+        try:
+            check(*json.loads(data["args"]), **json.loads(data["kwargs"]))
+        except TypeError as exc:
+            self.add_error("kwargs", f"The task does not take these arguments: {exc}")
 
 
 class CrontabScheduleForm(forms.ModelForm):

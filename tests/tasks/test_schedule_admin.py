@@ -113,6 +113,8 @@ def test_adding_a_schedule_stores_its_policy_and_history_by_the_admin_user(admin
         ({"headers": "nope"}, "headers", "Not valid JSON"),
         ({"regtask": "", "task": "no.such.task"}, "task", "No task named 'no.such.task' is registered"),
         ({"queue": "urgent"}, "queue", "Unknown queue 'urgent'"),
+        ({"kwargs": '{"unexpected": 1}'}, "kwargs", "The task does not take these arguments"),
+        ({"args": "[1]"}, "kwargs", "The task does not take these arguments"),
         ({"interval": ""}, "__all__", "One of clocked, interval, crontab, or solar must be set"),
     ],
 )
