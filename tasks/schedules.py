@@ -8,6 +8,7 @@ module). ``manage.py sync_schedules`` (the Procfile's release step) calls
 - a declared schedule with no row of its name is created, with its policy;
 - an existing row is left as it is, so an operator's edit in the admin survives every
   deploy (the report names the fields that differ from the declared default);
+- a schedule an operator deleted stays deleted (its history says so);
 - ``reset=[name]`` puts the declared default back.
 
 A second run therefore changes nothing. The admin stays the place to edit schedules.
@@ -35,7 +36,7 @@ from django_celery_beat.models import (
 )
 
 from tasks import schedule_history  # noqa: F401  (connects the history signals)
-from tasks.models import SchedulePolicy
+from tasks.models import ScheduleChange, SchedulePolicy
 from tasks.queues import LOW_PRIORITY, validate_queue
 from tasks.schedule_history import schedule_change_context
 
@@ -175,6 +176,12 @@ def _differences(task: PeriodicTask, fields: Mapping[str, Any]) -> list[str]:
     return differing
 
 
+def _deleted_by_operator(name: str) -> bool:
+    """True when the last thing that happened to schedule ``name`` was its deletion."""
+    last = ScheduleChange.objects.filter(periodic_task_name=name).order_by("-at", "-pk").first()
+    return last is not None and last.action == ScheduleChange.Action.DELETED
+
+
 @dataclass
 class SyncReport:
     """What one :func:`schedules_sync` run did, by schedule name."""
@@ -183,6 +190,7 @@ class SyncReport:
     reset: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     kept_edits: dict[str, list[str]] = field(default_factory=dict)
+    kept_deleted: list[str] = field(default_factory=list)
 
     @property
     def changed_anything(self) -> bool:
@@ -192,8 +200,9 @@ class SyncReport:
 def schedules_sync(*, reset: Iterable[str] = (), source: str = "sync_schedules") -> SyncReport:
     """Create missing declared schedules; restore the declared default of those in ``reset``.
 
-    Rows that exist are never touched unless reset: the admin owns them after the first
-    sync. Raises ``ValueError`` for a reset name that is not declared.
+    Rows that exist are never touched unless reset, and a deleted one is not created again
+    unless reset: the admin owns them after the first sync. Raises ``ValueError`` for a reset
+    name that is not declared.
     """
     declared = declared_schedules()
     reset = set(reset)
@@ -205,6 +214,9 @@ def schedules_sync(*, reset: Iterable[str] = (), source: str = "sync_schedules")
         for name, spec in declared.items():
             fields = spec.model_fields()
             task = PeriodicTask.objects.filter(name=name).first()
+            if task is None and name not in reset and _deleted_by_operator(name):
+                report.kept_deleted.append(name)
+                continue
             if task is None:
                 task = PeriodicTask(name=name, **fields)
                 task.save()

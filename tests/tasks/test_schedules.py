@@ -103,6 +103,22 @@ def test_sync_keeps_an_operator_edit_and_reset_restores_the_default():
 
 
 @pytest.mark.django_db
+def test_sync_does_not_bring_back_a_schedule_an_operator_deleted_unless_reset():
+    schedules_sync()
+    PeriodicTask.objects.get(name="cleanup_expired_tokens").delete()
+
+    report = schedules_sync()
+
+    assert report.kept_deleted == ["cleanup_expired_tokens"] and report.created == []
+    assert not PeriodicTask.objects.filter(name="cleanup_expired_tokens").exists()
+    out = StringIO()
+    call_command("sync_schedules", "--reset", "cleanup_expired_tokens", stdout=out)
+    assert "created  cleanup_expired_tokens" in out.getvalue()
+    assert PeriodicTask.objects.get(name="cleanup_expired_tokens").policy.misfire == "run_once"
+    assert schedules_sync().kept_deleted == []
+
+
+@pytest.mark.django_db
 def test_sync_refuses_to_reset_a_name_that_is_not_declared():
     with pytest.raises(ValueError, match="no-such-job"):
         schedules_sync(reset=["no-such-job"])
@@ -134,7 +150,7 @@ def test_command_reports_created_kept_and_lists_declared_schedules():
     out = StringIO()
     call_command("sync_schedules", stdout=out)
     assert "kept     refresh_search_index (edited in the admin: enabled;" in out.getvalue()
-    assert "0 created, 0 reset, 1 kept with edits" in out.getvalue()
+    assert "0 created, 0 reset, 1 kept with edits, 0 kept deleted" in out.getvalue()
 
     out = StringIO()
     call_command("sync_schedules", "--list", stdout=out)

@@ -34,11 +34,14 @@ class Command(BaseCommand):
             self.stdout.write(f"reset    {name}")
         for name, fields in report.kept_edits.items():
             self.stdout.write(f"kept     {name} (edited in the admin: {', '.join(fields)}; --reset {name} to undo)")
+        for name in report.kept_deleted:
+            self.stdout.write(f"deleted  {name} (deleted by an operator; --reset {name} to create it again)")
         unchanged = len(report.unchanged) - len(report.kept_edits)
         self.stdout.write(
             self.style.SUCCESS(
                 f"{len(report.created)} created, {len(report.reset)} reset, "
-                f"{len(report.kept_edits)} kept with edits, {unchanged} unchanged."
+                f"{len(report.kept_edits)} kept with edits, {len(report.kept_deleted)} kept deleted, "
+                f"{unchanged} unchanged."
             )
         )
 
