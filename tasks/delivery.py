@@ -13,8 +13,7 @@ from datetime import timedelta
 
 from celery import shared_task
 from django.conf import settings
-from django.db import transaction
-from django.db.models import F
+from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
@@ -37,10 +36,23 @@ def _count_start(message: Message, handler: str, payload: dict, queue: str) -> i
     unfinished = [Delivery.Status.PENDING, Delivery.Status.RUNNING]
 
     def start() -> int | None:
-        started = Delivery.objects.filter(**key, status__in=unfinished).update(
-            status=Delivery.Status.RUNNING, unfinished_starts=F("unfinished_starts") + 1, attempts=F("attempts") + 1
-        )
-        return Delivery.objects.filter(**key).values_list("unfinished_starts", flat=True).get() if started else None
+        # One statement (UPDATE ... RETURNING, PostgreSQL and SQLite >= 3.35): this runs for
+        # every delivery, so it is kept to a single round trip.
+        field = Delivery._meta.get_field("message_id")
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {Delivery._meta.db_table} "  # noqa: S608 (table name from the model, values bound)
+                "SET status = %s, unfinished_starts = unfinished_starts + 1, attempts = attempts + 1 "
+                "WHERE message_id = %s AND handler = %s AND status IN (%s, %s) RETURNING unfinished_starts",
+                [
+                    Delivery.Status.RUNNING,
+                    field.get_db_prep_value(message.message_id, connection),
+                    handler,
+                    *unfinished,
+                ],
+            )
+            row = cursor.fetchone()
+        return row[0] if row else None
 
     starts = start()
     if starts is not None:
@@ -84,13 +96,16 @@ def delivery_run(*, payload: dict, handler: str, queue: str = "") -> str:
         key = {"message_id": message.message_id, "handler": handler}
         try:
             with transaction.atomic():
-                row = Delivery.objects.select_for_update().get(**key)
-                if row.status == Delivery.Status.DONE:
+                # Mark done first: the UPDATE takes the row lock, so a concurrent duplicate waits
+                # here and then finds it done; if the handler fails, the rollback unmarks it.
+                claimed = (
+                    Delivery.objects.filter(**key)
+                    .exclude(status__in=[Delivery.Status.DONE, Delivery.Status.DEAD])
+                    .update(status=Delivery.Status.DONE, completed_at=timezone.now(), unfinished_starts=0)
+                )
+                if not claimed:
                     return DUPLICATE
                 func(message)
-                Delivery.objects.filter(pk=row.pk).update(
-                    status=Delivery.Status.DONE, completed_at=timezone.now(), unfinished_starts=0
-                )
         except Exception:
             # A clean failure is a finish too; keep the sweeper off it while a retry waits.
             Delivery.objects.filter(**key, status=Delivery.Status.RUNNING).update(
