@@ -11,12 +11,15 @@ import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from django.utils.module_loading import import_string
 
 from tasks.messages import Message
 from tasks.queues import DEFAULT, validate_queue
+
+if TYPE_CHECKING:
+    from tasks.models import Delivery
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +91,10 @@ class Broker(Protocol):
 
     def publish_many(self, messages: list[Message]) -> None: ...
 
+    def async_plan(self, message: Message) -> list[Subscription]: ...
+
+    def publish_recorded(self, message: Message, deliveries: list[Delivery]) -> None: ...
+
     def subscriptions(self) -> list[Subscription]: ...
 
 
@@ -147,6 +154,15 @@ class _Registry:
                 wanted.append(s)
         return wanted
 
+    def async_plan(self, message: Message) -> list[Subscription]:
+        """The async deliveries ``register_event`` records in the business transaction: none,
+        for brokers that do not send to Celery."""
+        return []
+
+    def publish_recorded(self, message: Message, deliveries: list[Delivery]) -> None:
+        """Publish a committed event whose deliveries ``register_event`` recorded."""
+        self.publish(message)
+
     def _run_sync(self, message: Message) -> None:
         for subscription in self.subscriptions_for(message):
             if subscription.is_async:
@@ -197,8 +213,16 @@ class MemoryBroker(_Registry):
         deliveries_send([(m, s) for m in messages for s in self._async_wanted(m)])
 
     def async_plan(self, message: Message) -> list[Subscription]:
-        """The async subscriptions that want this message (used by the outbox relay)."""
+        """The async subscriptions that want this message (register_event and the relay)."""
         return self._async_wanted(message)
+
+    def publish_recorded(self, message: Message, deliveries: list[Delivery]) -> None:
+        """Sync handlers, then the already recorded deliveries: no database work left."""
+        from tasks.dispatch import publish_deliveries
+
+        self._run_sync(message)
+        if deliveries:
+            publish_deliveries(deliveries)
 
 
 class NullBroker(_Registry):
@@ -213,9 +237,6 @@ class NullBroker(_Registry):
 
     def publish_many(self, messages: list[Message]) -> None:
         self.published.extend(messages)
-
-    def async_plan(self, message: Message) -> list[Subscription]:
-        return []
 
 
 class TestBroker(_Registry):
@@ -240,9 +261,6 @@ class TestBroker(_Registry):
             self.published.append(message)
             self._run_sync(message)
             self.pending.extend((message, s) for s in self._async_wanted(message))
-
-    def async_plan(self, message: Message) -> list[Subscription]:
-        return []
 
     def process_messages(self) -> int:
         """Run every waiting async delivery, and those their handlers publish, until none is left.

@@ -367,10 +367,11 @@ def test_publish_after_commit_never_raises_even_when_the_broker_fails_unexpected
             raise ConnectionError("not a DispatchError")
 
     message = GroupCreated(group_id=1)
-    with override_message_broker(Exploding()):
+    broker = Exploding()
+    with override_message_broker(broker):
         transactional(register_event)(message)
         assert Outbox.objects.get(message_id=message.message_id).sent_at is None
-        publish_after_commit(Outbox.objects.get().pk, message)  # called directly: still no exception
+        publish_after_commit(Outbox.objects.get().pk, message, [], broker)  # called directly: still no exception
     assert Outbox.objects.get().sent_at is None
 
 
