@@ -74,6 +74,29 @@ UNFINISHED_STATES = (states.STARTED, states.RETRY)
 HEAP_PRIORITY = 5
 
 
+def row_fingerprint(model: PeriodicTask) -> tuple:
+    """Everything in a row (and its schedule and policy) that changes what Beat does with it.
+
+    Comparing fingerprints is far cheaper than building entries (which parses crontabs and
+    JSON), so the periodic full comparison builds entries only for rows that differ.
+    """
+    schedule = model.interval or model.crontab or model.solar or model.clocked
+    schedule_key = (
+        None
+        if schedule is None
+        else (type(schedule).__name__, *(str(getattr(schedule, f.attname)) for f in schedule._meta.concrete_fields))
+    )
+    try:
+        policy = (model.policy.misfire, model.policy.overlap)
+    except SchedulePolicy.DoesNotExist:
+        policy = None
+    return (
+        model.name, model.task, model.args, model.kwargs, model.queue, model.exchange, model.routing_key,
+        model.priority, model.headers, model.start_time, model.expires, model.expire_seconds, model.one_off,
+        model.enabled, schedule_key, policy,
+    )  # fmt: skip
+
+
 class PlatformEntry(ModelEntry):
     """A schedule entry with its misfire and overlap policy and its last sent run."""
 
@@ -89,6 +112,7 @@ class PlatformEntry(ModelEntry):
         self.overlap = policy.overlap if policy else SchedulePolicy.Overlap.SKIP
         self.last_task_id: str | None = None
         self.last_sent_monotonic: float | None = None
+        self.fingerprint: tuple | None = None
 
     def advanced(self, *, sent: bool) -> PlatformEntry:
         """The entry for the next run: last run now, one more run counted if one was sent."""
@@ -97,6 +121,7 @@ class PlatformEntry(ModelEntry):
             self.model.total_run_count += 1
         following = self.__class__(self.model, app=self.app)
         following.last_task_id, following.last_sent_monotonic = self.last_task_id, self.last_sent_monotonic
+        following.fingerprint = self.fingerprint
         return following
 
     def __next__(self) -> PlatformEntry:
@@ -437,7 +462,9 @@ class PlatformScheduler(DatabaseScheduler):
 
     def _entry_for(self, model: PeriodicTask) -> PlatformEntry | None:
         try:
-            return self.Entry(model, app=self.app)
+            entry = self.Entry(model, app=self.app)
+            entry.fingerprint = row_fingerprint(model)
+            return entry
         except Exception:  # (a bad row must not stop Beat; the admin rejects new ones)
             logger.exception("PlatformScheduler: cannot schedule %s", model.name)
             return None
@@ -446,11 +473,14 @@ class PlatformScheduler(DatabaseScheduler):
         old_name = self._names_by_id.get(model.pk)
         if old_name is not None and old_name != model.name:
             self._remove(model.pk)
+        current = self._schedule.get(model.name)
+        if current is not None and current.fingerprint == row_fingerprint(model):
+            return 0
         entry = self._entry_for(model)
         if entry is None:
             return self._remove(model.pk)
-        current = self._schedule.get(model.name)
         if current is not None and current.same_as(entry):
+            current.fingerprint = entry.fingerprint  # a change Beat does not act on (description)
             return 0
         if current is not None:
             entry.last_task_id, entry.last_sent_monotonic = current.last_task_id, current.last_sent_monotonic

@@ -176,6 +176,25 @@ def test_a_change_no_row_shows_falls_back_to_a_full_comparison(make_scheduler, s
     assert "PlatformScheduler: full re-read of 1 schedules, 1 changed" in messages(scheduler_log)
 
 
+def test_the_full_comparison_rebuilds_only_the_entries_whose_rows_differ(make_scheduler, monkeypatch):
+    hourly = interval(3600)
+    rows = [PeriodicTask(name=f"job-{n}", task="tasks.ping", interval=hourly) for n in range(50)]
+    PeriodicTask.objects.bulk_create(rows)
+    scheduler = make_scheduler("host-a:1")
+    scheduler.tick()
+    untouched = scheduler.schedule["job-1"]
+    PeriodicTask.objects.filter(name="job-3").update(kwargs='{"by": "update"}')
+    built = []
+    entry_for = scheduler._entry_for
+    monkeypatch.setattr(scheduler, "_entry_for", lambda model: built.append(model.name) or entry_for(model))
+
+    scheduler._full_reload()
+
+    assert built == ["job-3"]
+    assert scheduler.schedule["job-3"].kwargs == {"by": "update"}
+    assert scheduler.schedule["job-1"] is untouched
+
+
 # --- Policies, step by step ---------------------------------------------------------------
 def ran_before(name: str, *, seconds_ago: int) -> None:
     PeriodicTask.objects.filter(name=name).update(
