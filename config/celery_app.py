@@ -19,6 +19,11 @@ from django.conf import settings
 from kombu import Exchange, Queue
 
 from tasks.queues import QUEUES
+from tasks.redis_transport import register_redis_transport
+
+# redis:// and rediss:// use kombu's Redis transport with a fix that keeps a worker alive when
+# Redis goes away (see tasks/redis_transport.py); amqp:// is untouched.
+register_redis_transport()
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
