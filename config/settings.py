@@ -5,6 +5,7 @@ The README lists each variable. Local mode (no variables set) runs on SQLite und
 """
 
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -38,6 +39,7 @@ INSTALLED_APPS = [
     "django_celery_results",
     "tasks",
     "marketplace",
+    "ninja",  # the API docs page from its bundled Swagger UI (static files), not from a CDN
     # Test-only apps (a side-effect ledger for fault tests) come in through the environment.
     *env.list("EXTRA_INSTALLED_APPS", default=[]),
 ]
@@ -184,6 +186,33 @@ OUTBOX_RELAY_INTERVAL = env.float("OUTBOX_RELAY_INTERVAL", default=1.0)
 OUTBOX_RETENTION_DAYS = env.int("OUTBOX_RETENTION_DAYS", default=7)
 
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# --- JSON API (README "API") -------------------------------------------------------------
+# Request bodies above this are refused (413) before they are read. Room for the largest source
+# the services accept (256 KiB) even when JSON escapes every character as \uXXXX.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=2 * 1024 * 1024)
+# Writes per token (anonymous downloads: per client address), django-ratelimit's "N/s|m|h|d".
+API_WRITE_RATE_LIMIT = env.str("API_WRITE_RATE_LIMIT", default="60/m")
+# The counters must be shared by every web process, so they live in Redis: RATELIMIT_REDIS_URL,
+# else the broker's Redis on database 1. With RabbitMQ as broker and no RATELIMIT_REDIS_URL the
+# counters fall back to each process's memory (the limit then applies per process).
+_broker = urlsplit(CELERY_BROKER_URL)
+RATELIMIT_REDIS_URL = env.str(
+    "RATELIMIT_REDIS_URL",
+    default=urlunsplit(_broker._replace(path="/1")) if _broker.scheme in ("redis", "rediss") else "",
+)
+CACHES["ratelimit"] = (
+    {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": RATELIMIT_REDIS_URL,
+        "KEY_PREFIX": "api",
+        # A hung Redis must not hang API writes: after a second the limit fails open (logged).
+        "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+    }
+    if RATELIMIT_REDIS_URL
+    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "ratelimit"}
+)
+RATELIMIT_USE_CACHE = "ratelimit"
 
 # --- Monitoring (README "Monitoring") --------------------------------------------------
 FLOWER_URL = env.str("FLOWER_URL", default=f"http://127.0.0.1:{env.int('FLOWER_PORT', default=5555)}/")

@@ -1,0 +1,90 @@
+"""Production settings: ``check --deploy`` is clean with production variables, and the API's
+rate-limit cache follows the broker (README "API")."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_manage(*args: str, **env_overrides: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "RATELIMIT_", "HTTPS", "DEBUG"))}
+    env.update(DJANGO_SETTINGS_MODULE="config.settings", **env_overrides)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        check=False,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def production_env(**overrides: str) -> dict[str, str]:
+    env = {
+        "DEBUG": "0",
+        "SECRET_KEY": secrets.token_urlsafe(64),
+        "HTTPS": "1",
+        "ALLOWED_HOSTS": "example.com",
+        "FLOWER_BASIC_AUTH": "a:b",
+    }
+    env.update(overrides)
+    return env
+
+
+def test_check_deploy_reports_nothing_with_production_variables():
+    result = run_manage("check", "--deploy", "--fail-level", "WARNING", **production_env())
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "System check identified no issues" in result.stdout
+    assert "WARNING" not in result.stderr.upper()
+
+
+def test_check_deploy_warns_without_https_settings():
+    # The same command does see the gaps when HTTPS is off: the clean run above is not vacuous.
+    result = run_manage("check", "--deploy", "--fail-level", "WARNING", **production_env(HTTPS="0"))
+
+    assert result.returncode != 0
+    assert "security.W004" in result.stderr and "security.W008" in result.stderr
+
+
+def test_settings_refuse_to_load_without_secret_key_when_debug_is_off():
+    result = run_manage("check", **production_env(SECRET_KEY=""))
+
+    assert result.returncode != 0
+    assert "SECRET_KEY must be set" in result.stderr
+
+
+def ratelimit_cache(**env: str) -> dict:
+    script = "from django.conf import settings; import json; print(json.dumps(settings.CACHES['ratelimit']))"
+    result = run_manage("shell", "-c", script, **env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_rate_limit_cache_uses_database_1_of_the_redis_broker_by_default():
+    cache = ratelimit_cache(CELERY_BROKER_URL="redis://redis.internal:6380/0")
+
+    assert cache["BACKEND"] == "django.core.cache.backends.redis.RedisCache"
+    assert cache["LOCATION"] == "redis://redis.internal:6380/1"
+
+
+def test_rate_limit_cache_uses_ratelimit_redis_url_when_set():
+    cache = ratelimit_cache(
+        CELERY_BROKER_URL="amqp://guest:guest@127.0.0.1:5672//", RATELIMIT_REDIS_URL="redis://127.0.0.1:6379/10"
+    )
+
+    assert cache["LOCATION"] == "redis://127.0.0.1:6379/10"
+
+
+def test_rate_limit_cache_falls_back_to_process_memory_with_rabbitmq_and_no_redis_url():
+    cache = ratelimit_cache(CELERY_BROKER_URL="amqp://guest:guest@127.0.0.1:5672//")
+
+    assert cache["BACKEND"] == "django.core.cache.backends.locmem.LocMemCache"
