@@ -55,6 +55,38 @@ def test_check_deploy_warns_without_https_settings():
     assert "security.W004" in result.stderr and "security.W008" in result.stderr
 
 
+PAGES_SCRIPT = """
+from django.test import Client
+client = Client(HTTP_HOST="example.com", raise_request_exception=False)
+for url in ["/api/v1/docs", "/admin/login/", "/api/v1/openapi.json"]:
+    page = client.get(url, HTTP_X_FORWARDED_PROTO="https")
+    print("PAGE", url, page.status_code)
+print("HSTS", page.get("Strict-Transport-Security"))
+plain = client.get("/api/v1/openapi.json", HTTP_X_FORWARDED_PROTO="http")
+print("PLAIN", plain.status_code, plain.get("Location"))
+"""
+
+
+def test_pages_with_static_files_render_in_production_after_collectstatic(tmp_path):
+    # With DEBUG off whitenoise serves hashed files from STATIC_ROOT, so the release must run
+    # collectstatic: without it every page with {% static %} (admin, API docs) is a 500.
+    env = production_env(VAR_DIR=str(tmp_path))
+    collected = run_manage("collectstatic", "--noinput", "-v0", **env)
+    assert collected.returncode == 0, collected.stderr
+    assert list((tmp_path / "staticfiles" / "ninja").glob("swagger-ui-bundle.*.js"))
+
+    result = run_manage("shell", "-c", PAGES_SCRIPT, **env)
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "PAGE /api/v1/docs 200" in lines
+    assert "PAGE /admin/login/ 200" in lines
+    assert "PAGE /api/v1/openapi.json 200" in lines
+    assert "HSTS max-age=31536000; includeSubDomains; preload" in lines
+    # The proxy says the client came over plain HTTP: redirected to HTTPS.
+    assert "PLAIN 301 https://example.com/api/v1/openapi.json" in lines
+
+
 def test_settings_refuse_to_load_without_secret_key_when_debug_is_off():
     result = run_manage("check", **production_env(SECRET_KEY=""))
 
