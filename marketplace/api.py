@@ -352,8 +352,8 @@ def component_upload(request: HttpRequest, payload: ComponentUploadIn) -> Status
     """Store a new component as ``pending``; it is checked and published (or rejected, with a
     reason) in the background. The source must start with YAML front matter."""
     _check_source_size(payload.source)
-    author = services.author_get_or_create(user=request.auth)
-    return Status(201, services.component_upload(author=author, name=payload.name, source=payload.source))
+    component = api_services.component_upload_by_user(user=request.auth, name=payload.name, source=payload.source)
+    return Status(201, component)
 
 
 @api.post(

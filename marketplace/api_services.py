@@ -14,6 +14,7 @@ from django.utils import timezone
 from marketplace import selectors, services
 from marketplace.errors import NotFound, PermissionDenied
 from marketplace.models import ApiToken, Author, Component
+from tasks.transaction import transactional
 
 # last_used_at is written at most this often per token, so a busy client costs one UPDATE a
 # minute, not one per request.
@@ -58,6 +59,14 @@ def component_visible_get(*, slug: str, user_id: int | None) -> Component:
     if component is None or (component.status != Component.Status.PUBLISHED and component.author.user_id != user_id):
         raise NotFound("No component with this name.")
     return component
+
+
+@transactional
+def component_upload_by_user(*, user, name: str, source: str) -> Component:
+    """Upload as ``user``, creating their author profile on first upload; a refused upload
+    leaves no profile behind either (one transaction)."""
+    author = services.author_get_or_create(user=user)
+    return services.component_upload(author=author, name=name, source=source)
 
 
 def component_new_version_by_owner(*, slug: str, user, source: str) -> Component:

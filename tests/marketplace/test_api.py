@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from marketplace import services
 from marketplace.events import ComponentDownloaded, ComponentRated, ComponentUploaded
-from marketplace.models import Component, Download, Notification, Rating
+from marketplace.models import Author, Component, Download, Notification, Rating
 from marketplace.search import components_index
 from tasks.bus import NullBroker, override_message_broker
 from tests.marketplace.api_support import API, api_rate_limit_cache, bearer, issue_key  # noqa: F401
@@ -226,6 +226,7 @@ def test_upload_is_422_and_writes_nothing_when_the_payload_is_invalid(client, al
 
     assert_error(response, 422, "invalid")
     assert not Component.objects.exists()
+    assert not Author.objects.exists()  # no profile left behind by a refused first upload
     assert events.published == []
 
 
