@@ -8,6 +8,7 @@ authenticating, each call counts against the caller's window in the ``ratelimit`
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from typing import Any
 
@@ -32,12 +33,24 @@ class RateLimited(Exception):
         self.retry_after = retry_after
 
 
+def client_address(request: HttpRequest) -> str:
+    """The caller's IP address: the proxy's last X-Forwarded-For entry when behind the proxy
+    (``API_CLIENT_IP_FROM_FORWARDED_FOR``), else the connection's address."""
+    if settings.API_CLIENT_IP_FROM_FORWARDED_FOR:
+        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "").rsplit(",", 1)[-1].strip()
+        try:
+            return str(ipaddress.ip_address(forwarded))
+        except ValueError:
+            pass  # no usable header: the connection's address is all there is
+    return request.META.get("REMOTE_ADDR", "")
+
+
 def _rate_limit_key(group: str, request: HttpRequest) -> str:
     token = getattr(request, "api_token", None)
     if token is not None:
         return f"token:{token.pk}"
     # Anonymous writes (downloads) are counted per client address.
-    return f"ip:{request.META.get('REMOTE_ADDR', '')}"
+    return f"ip:{client_address(request)}"
 
 
 def enforce_write_rate_limit(request: HttpRequest) -> None:

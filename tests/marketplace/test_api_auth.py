@@ -163,3 +163,21 @@ def test_writes_go_through_when_the_rate_limit_redis_is_unreachable(client, user
 
     assert [upload(client, key, f"T{n}").status_code for n in range(2)] == [201, 201]
     assert "rate limit cache unreachable" in caplog.text
+
+
+def test_anonymous_downloads_behind_the_proxy_are_counted_per_forwarded_client_address(
+    client, settings, one_rate_window
+):
+    settings.API_WRITE_RATE_LIMIT = "1/m"
+    settings.API_CLIENT_IP_FROM_FORWARDED_FOR = True
+    url = f"{API}/components/{PublishedComponentFactory().slug}/download"
+
+    def download(forwarded_for: str) -> int:
+        return client.post(url, REMOTE_ADDR="10.9.9.9", HTTP_X_FORWARDED_FOR=forwarded_for).status_code
+
+    assert download("203.0.113.5") == 200
+    # A forged first entry does not make a new client: the proxy's last entry counts.
+    assert download("198.51.100.1, 203.0.113.5") == 429
+    assert download("203.0.113.6") == 200
+    # An unusable header falls back to the proxy's own address, which is still counted.
+    assert [download("not an address"), download("")] == [200, 429]
