@@ -47,8 +47,9 @@ app.conf.update(
         "visibility_timeout": settings.CELERY_VISIBILITY_TIMEOUT,
         # Publishing must fail fast when Redis is down: the outbox keeps the event.
         "socket_connect_timeout": 3,
+        # No retry_on_timeout: kombu pipelines publishes (Producer.batch) only without it,
+        # and a failed publish is the outbox's to retry.
         "socket_timeout": 10,
-        "retry_on_timeout": True,
         # Look for messages of dead workers every 5 s (kombu's default is every 100 s), so a
         # dead worker's messages come back within visibility_timeout + 5 s. A restorer that
         # dies holding the restore mutex blocks others for unacked_mutex_expire only.

@@ -1,0 +1,46 @@
+"""What both sides of the benchmarks run: a platform event + no-op handler, and a raw Celery task.
+
+Both record how long after the send they started (a Redis list), so the platform and raw Celery
+pay the same measuring cost. Workers load this module with ``--include benchmarks.bench_tasks``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+import redis
+from celery import shared_task
+
+from tasks.messages import Message
+
+LATENCY_KEY = "bench:latency"
+_client: redis.Redis | None = None
+
+
+def _redis() -> redis.Redis:
+    global _client  # noqa: PLW0603 (one client per process)
+    if _client is None:
+        _client = redis.Redis.from_url(os.environ["BENCH_REDIS_URL"])
+    return _client
+
+
+def record_start(sent_at: float) -> None:
+    _redis().rpush(LATENCY_KEY, time.time() - sent_at)
+
+
+@dataclass(frozen=True)
+class BenchEvent(Message):
+    sent_at: float
+
+
+def bench_handler(event: BenchEvent) -> None:
+    """The no-op async handler of the platform side."""
+    record_start(event.sent_at)
+
+
+@shared_task(name="bench.raw_noop")
+def raw_noop(sent_at: float) -> None:
+    """The raw-Celery side: a plain task, same worker, same result backend."""
+    record_start(sent_at)

@@ -1,0 +1,190 @@
+"""``make bench``: every benchmark case against its raw-Celery baseline, in one run.
+
+Starts its own worker against the machine's Redis (database 9) and a PostgreSQL database of its
+own (``bench``), repeats each case, and writes ``benchmarks/results.json``, the table in
+``benchmarks/README.md`` and ``benchmarks/throughput.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+BENCH_REDIS_URL = os.environ.setdefault("BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")
+os.environ["CELERY_BROKER_URL"] = BENCH_REDIS_URL
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/bench")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+os.environ["LOG_LEVEL"] = "WARNING"
+REPEAT = int(os.environ.get("BENCH_REPEAT", "3"))
+COUNT = int(os.environ.get("BENCH_COUNT", "1000"))
+RELAY_ROWS = int(os.environ.get("BENCH_RELAY_ROWS", "10000"))
+README = ROOT / "benchmarks" / "README.md"
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+
+def machine_facts() -> dict[str, str]:
+    import celery
+    import django
+    import kombu
+    import redis as redis_lib
+
+    return {
+        "cores": str(os.cpu_count()),
+        "python": platform.python_version(),
+        "django": django.get_version(),
+        "celery": celery.__version__,
+        "kombu": kombu.__version__,
+        "redis-py": redis_lib.__version__,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+
+
+def run_cases() -> dict:
+    import redis
+
+    from benchmarks import throughput as t
+    from tests.support.processes import CeleryWorker, process_env
+
+    client = redis.Redis.from_url(BENCH_REDIS_URL)
+    t.subscribe()
+    results: dict = {"throughput": {"platform": [], "raw": []}, "latency": {"platform": [], "raw": []}}
+    worker = CeleryWorker(env=process_env(), concurrency=2, extra_args=("--include", "benchmarks.bench_tasks"))
+    worker.start()
+    try:
+        t.throughput(client, t.send_raw_task, 100)  # warm both sides up
+        t.throughput(client, t.send_platform_event, 100)
+        for _ in range(REPEAT):
+            for side, send in t.SIDES.items():
+                results["throughput"][side].append(t.throughput(client, send, COUNT))
+                print(f"throughput {side}: {results['throughput'][side][-1]:.0f}/s", flush=True)
+        for _ in range(REPEAT):
+            for side, send in t.SIDES.items():
+                results["latency"][side].extend(t.latency(client, send, 200, pause=0.02))
+    finally:
+        worker.stop()
+    results["relay"] = {"platform": [], "raw": []}
+    for _ in range(REPEAT):
+        results["relay"]["platform"].append(t.relay_catch_up(client, RELAY_ROWS))
+        results["relay"]["raw"].append(t.raw_publish(client, RELAY_ROWS))
+        print(f"relay {results['relay']['platform'][-1]:.0f}/s raw {results['relay']['raw'][-1]:.0f}/s", flush=True)
+    return results
+
+
+def table(results: dict) -> tuple[list[dict], str]:
+    from benchmarks.throughput import percentile, summary
+
+    rows = []
+    tp = {side: summary(v) for side, v in results["throughput"].items()}
+    rows.append(
+        {
+            "case": f"event in a transaction -> outbox -> worker -> no-op handler, msgs/s ({COUNT} per run)",
+            "baseline": "raw `delay()` -> same worker",
+            "platform": tp["platform"],
+            "raw": tp["raw"],
+            "ratio": tp["platform"]["median"] / tp["raw"]["median"],
+            "target": ">= 0.9x",
+            "met": tp["platform"]["median"] / tp["raw"]["median"] >= 0.9,
+        }
+    )
+    for q, target in ((0.5, 1.3), (0.99, 2.0)):
+        platform_ms = percentile(results["latency"]["platform"], q) * 1000
+        raw_ms = percentile(results["latency"]["raw"], q) * 1000
+        rows.append(
+            {
+                "case": f"latency commit -> handler start, p{round(q * 100)} (ms)",
+                "baseline": "raw `delay()` -> task start",
+                "platform": {"median": platform_ms},
+                "raw": {"median": raw_ms},
+                "ratio": platform_ms / raw_ms,
+                "target": f"<= {target}x",
+                "met": platform_ms / raw_ms <= target,
+            }
+        )
+    relay = {side: summary(v) for side, v in results["relay"].items()}
+    rows.append(
+        {
+            "case": f"relay catching up on {RELAY_ROWS:,} unsent outbox rows, rows/s",
+            "baseline": "raw `apply_async()` one by one",
+            "platform": relay["platform"],
+            "raw": relay["raw"],
+            "ratio": relay["platform"]["median"] / relay["raw"]["median"],
+            "target": ">= 2x",
+            "met": relay["platform"]["median"] / relay["raw"]["median"] >= 2,
+        }
+    )
+
+    def cell(s: dict) -> str:
+        if "min" in s:
+            return f"{s['median']:.0f} ({s['min']:.0f}-{s['max']:.0f})"
+        return f"{s['median']:.1f}"
+
+    lines = [
+        "| case | baseline | platform | raw | ratio | target | met |",
+        "|---|---|---|---|---|---|---|",
+        *(
+            f"| {r['case']} | {r['baseline']} | {cell(r['platform'])} | {cell(r['raw'])} | "
+            f"{r['ratio']:.2f}x | {r['target']} | {'yes' if r['met'] else '**no**'} |"
+            for r in rows
+        ),
+    ]
+    return rows, "\n".join(lines)
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from benchmarks.throughput import percentile
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    sides = ["platform", "raw"]
+    left.bar(sides, [sorted(results["throughput"][s])[len(results["throughput"][s]) // 2] for s in sides])
+    left.set_title("throughput (msgs/s, median)")
+    for i, q in enumerate((0.5, 0.99)):
+        values = [percentile(results["latency"][s], q) * 1000 for s in sides]
+        right.bar([x + i * 0.4 for x in range(2)], values, width=0.4, label=f"p{round(q * 100)}")
+    right.set_xticks([0.2, 1.2], sides)
+    right.set_title("latency commit -> start (ms)")
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def main() -> None:
+    from benchmarks.recovery_time import ensure_database
+
+    ensure_database(os.environ["DATABASE_URL"])
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    started = time.monotonic()
+    results = run_cases()
+    rows, markdown = table(results)
+    facts = machine_facts()
+    out = {"machine": facts, "cases": rows, "raw": results, "seconds": round(time.monotonic() - started)}
+    (ROOT / "benchmarks" / "results.json").write_text(json.dumps(out, indent=2, default=str) + "\n")
+    plot(results, ROOT / "benchmarks" / "throughput.png")
+    facts_line = ", ".join(f"{k} {v}" for k, v in facts.items())
+    block = f"{BEGIN}\nMachine: {facts_line}.\n\n{markdown}\n\n![throughput and latency](throughput.png)\n{END}"
+    text = README.read_text() if README.exists() else "# Benchmarks\n\n"
+    if BEGIN in text:
+        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) :]
+    else:
+        text = text.rstrip() + "\n\n## Platform vs raw Celery\n\n" + block + "\n"
+    README.write_text(text)
+    print(markdown)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""Platform vs raw Celery in one run: delivery throughput, commit-to-start latency, relay catch-up.
+
+Both sides use the same worker process (concurrency 2, prefetch 1) against the machine's Redis
+and PostgreSQL; runs alternate platform / raw so machine noise hits both alike.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from datetime import timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from benchmarks.bench_tasks import LATENCY_KEY, BenchEvent, bench_handler, raw_noop
+from tasks.bus import get_message_broker
+from tasks.models import Delivery, Outbox
+from tasks.outbox import outbox_relay_once
+from tasks.transaction import register_event
+
+
+def _reset(redis_client) -> None:
+    redis_client.delete(LATENCY_KEY)
+    for queue in ("high", "default", "low"):
+        redis_client.delete(queue)
+    Delivery.objects.all().delete()
+    Outbox.objects.all().delete()
+
+
+def _wait_for(redis_client, count: int, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while redis_client.llen(LATENCY_KEY) < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {redis_client.llen(LATENCY_KEY)} of {count} started")
+        time.sleep(0.01)
+
+
+def send_platform_event() -> None:
+    with transaction.atomic():
+        register_event(BenchEvent(sent_at=time.time()))
+
+
+def send_raw_task() -> None:
+    raw_noop.delay(time.time())
+
+
+SIDES: dict[str, Callable[[], None]] = {"platform": send_platform_event, "raw": send_raw_task}
+
+
+def subscribe() -> None:
+    get_message_broker().subscribe_async(BenchEvent, bench_handler)
+
+
+def throughput(redis_client, send: Callable[[], None], count: int) -> float:
+    """Messages per second from the first send until the last handler started."""
+    _reset(redis_client)
+    started = time.monotonic()
+    for _ in range(count):
+        send()
+    _wait_for(redis_client, count)
+    return count / (time.monotonic() - started)
+
+
+def latency(redis_client, send: Callable[[], None], count: int, pause: float) -> list[float]:
+    """Seconds from commit (or delay) to handler start, at a pace the worker keeps up with."""
+    _reset(redis_client)
+    for _ in range(count):
+        send()
+        time.sleep(pause)
+    _wait_for(redis_client, count)
+    return [float(x) for x in redis_client.lrange(LATENCY_KEY, 0, -1)]
+
+
+def relay_catch_up(redis_client, rows: int) -> float:
+    """Rows per second the relay sends from a backlog of ``rows`` unsent outbox rows."""
+    _reset(redis_client)
+    old = timezone.now() - timedelta(minutes=1)
+    events = [BenchEvent(sent_at=0.0) for _ in range(rows)]
+    Outbox.objects.bulk_create(
+        (Outbox(message_id=e.message_id, message_type=e.message_name, payload=e.to_json()) for e in events),
+        batch_size=2000,
+    )
+    Outbox.objects.update(created_at=old)
+    started = time.monotonic()
+    while outbox_relay_once(grace=timedelta(0)):
+        pass
+    elapsed = time.monotonic() - started
+    _reset(redis_client)
+    return rows / elapsed
+
+
+def raw_publish(redis_client, rows: int) -> float:
+    """Raw Celery: ``apply_async`` one by one, the baseline of the relay."""
+    _reset(redis_client)
+    started = time.monotonic()
+    for _ in range(rows):
+        raw_noop.apply_async((0.0,))
+    elapsed = time.monotonic() - started
+    _reset(redis_client)
+    return rows / elapsed
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
