@@ -1,7 +1,8 @@
 """What both sides of the benchmarks run: a platform event + no-op handler, and a raw Celery task.
 
-Both record how long after the send they started (a Redis list), so the platform and raw Celery
-pay the same measuring cost. Workers load this module with ``--include benchmarks.bench_tasks``.
+Both record when they started, under a key the sender chose (a Redis list), so the platform and
+raw Celery pay the same measuring cost; the sender subtracts its own send (or commit) time.
+Workers load this module with ``--include benchmarks.bench_tasks``.
 """
 
 from __future__ import annotations
@@ -26,21 +27,21 @@ def _redis() -> redis.Redis:
     return _client
 
 
-def record_start(sent_at: float) -> None:
-    _redis().rpush(LATENCY_KEY, time.time() - sent_at)
+def record_start(key: str) -> None:
+    _redis().rpush(LATENCY_KEY, f"{key} {time.time()}")
 
 
 @dataclass(frozen=True)
 class BenchEvent(Message):
-    sent_at: float
+    key: str
 
 
 def bench_handler(event: BenchEvent) -> None:
     """The no-op async handler of the platform side."""
-    record_start(event.sent_at)
+    record_start(event.key)
 
 
 @shared_task(name="bench.raw_noop")
-def raw_noop(sent_at: float) -> None:
+def raw_noop(key: str) -> None:
     """The raw-Celery side: a plain task, same worker, same result backend."""
-    record_start(sent_at)
+    record_start(key)

@@ -6,8 +6,10 @@ and PostgreSQL; runs alternate platform / raw so machine noise hits both alike.
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
+import uuid
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -22,6 +24,7 @@ from tasks.transaction import register_event
 
 
 def _reset(redis_client) -> None:
+    _sent.clear()
     redis_client.delete(LATENCY_KEY)
     for queue in ("high", "default", "low"):
         redis_client.delete(queue)
@@ -37,13 +40,25 @@ def _wait_for(redis_client, count: int, timeout: float = 300) -> None:
         time.sleep(0.01)
 
 
+_sent: dict[str, float] = {}
+
+
+def _stamp(key: str) -> None:
+    _sent[key] = time.time()
+
+
 def send_platform_event() -> None:
+    key = uuid.uuid4().hex
     with transaction.atomic():
-        register_event(BenchEvent(sent_at=time.time()))
+        # Registered first, so it runs first after the commit: the time latency counts from.
+        transaction.on_commit(functools.partial(_stamp, key))
+        register_event(BenchEvent(key=key))
 
 
 def send_raw_task() -> None:
-    raw_noop.delay(time.time())
+    key = uuid.uuid4().hex
+    _sent[key] = time.time()
+    raw_noop.delay(key)
 
 
 SIDES: dict[str, Callable[[], None]] = {"platform": send_platform_event, "raw": send_raw_task}
@@ -70,14 +85,15 @@ def latency(redis_client, send: Callable[[], None], count: int, pause: float) ->
         send()
         time.sleep(pause)
     _wait_for(redis_client, count)
-    return [float(x) for x in redis_client.lrange(LATENCY_KEY, 0, -1)]
+    starts = (entry.decode().split() for entry in redis_client.lrange(LATENCY_KEY, 0, -1))
+    return [float(started) - _sent.pop(key) for key, started in starts]
 
 
 def relay_catch_up(redis_client, rows: int) -> float:
     """Rows per second the relay sends from a backlog of ``rows`` unsent outbox rows."""
     _reset(redis_client)
     old = timezone.now() - timedelta(minutes=1)
-    events = [BenchEvent(sent_at=0.0) for _ in range(rows)]
+    events = [BenchEvent(key="relay") for _ in range(rows)]
     Outbox.objects.bulk_create(
         (Outbox(message_id=e.message_id, message_type=e.message_name, payload=e.to_json()) for e in events),
         batch_size=2000,
@@ -96,7 +112,7 @@ def raw_publish(redis_client, rows: int) -> float:
     _reset(redis_client)
     started = time.monotonic()
     for _ in range(rows):
-        raw_noop.apply_async((0.0,))
+        raw_noop.apply_async(("raw",))
     elapsed = time.monotonic() - started
     _reset(redis_client)
     return rows / elapsed
