@@ -165,32 +165,37 @@ class _Registry:
 
     def _run_sync(self, message: Message) -> None:
         for subscription in self.subscriptions_for(message):
-            if subscription.is_async:
-                continue
-            try:
-                if subscription.wants(message):
-                    subscription.handler(message)
-            except Exception:
+            if not subscription.is_async:
                 # One handler failing never stops the others.
-                logger.exception(
-                    "sync handler failed",
-                    extra={"message_id": str(message.message_id), "handler": subscription.handler_path},
-                )
+                _logging_errors(subscription, message, "sync handler failed", _run_if_wanted)
 
     def _async_wanted(self, message: Message) -> list[Subscription]:
-        wanted = []
-        for subscription in self.subscriptions_for(message):
-            if not subscription.is_async:
-                continue
-            try:
-                if subscription.wants(message):
-                    wanted.append(subscription)
-            except Exception:
-                logger.exception(
-                    "predicate failed; no delivery for this handler",
-                    extra={"message_id": str(message.message_id), "handler": subscription.handler_path},
-                )
-        return wanted
+        return [
+            subscription
+            for subscription in self.subscriptions_for(message)
+            if subscription.is_async
+            and _logging_errors(subscription, message, "predicate failed; no delivery for this handler", _wants)
+        ]
+
+
+def _run_if_wanted(subscription: Subscription, message: Message) -> None:
+    if subscription.wants(message):
+        subscription.handler(message)
+
+
+def _wants(subscription: Subscription, message: Message) -> bool:
+    return subscription.wants(message)
+
+
+def _logging_errors(
+    subscription: Subscription, message: Message, what: str, call: Callable[[Subscription, Message], Any]
+) -> Any:
+    """``call(subscription, message)``; an error is logged with message_id and handler, not raised."""
+    try:
+        return call(subscription, message)
+    except Exception:
+        logger.exception(what, extra={"message_id": str(message.message_id), "handler": subscription.handler_path})
+        return None
 
 
 class MemoryBroker(_Registry):
