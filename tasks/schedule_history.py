@@ -55,11 +55,6 @@ def schedule_change_context(*, user: Any = None, source: str) -> Iterator[None]:
         _context.reset(token)
 
 
-def set_default_change_source(source: str) -> None:
-    """Set the source for the rest of this thread's life (a Beat process calls it once)."""
-    _context.set(ChangeContext(source=source))
-
-
 def _json_value(value: Any) -> Any:
     return json.loads(json.dumps(value, cls=DjangoJSONEncoder, default=str))
 

@@ -57,7 +57,7 @@ from django_celery_beat.schedulers import SCHEDULE_SYNC_MAX_INTERVAL, DatabaseSc
 from django_celery_results.models import TaskResult
 
 from tasks.models import BeatHeartbeat, SchedulePolicy
-from tasks.schedule_history import set_default_change_source
+from tasks.schedule_history import schedule_change_context
 from tasks.schedules import schedule_due_at
 
 logger = logging.getLogger(__name__)
@@ -180,7 +180,6 @@ class PlatformScheduler(DatabaseScheduler):
         self._changes_checked_at: datetime.datetime | None = None
         super().__init__(*args, **kwargs)
         self.max_interval = kwargs.get("max_interval") or self.app.conf.beat_max_loop_interval or 1
-        set_default_change_source("beat")
 
     # --- Celery hooks ---------------------------------------------------------------
     def setup_schedule(self) -> None:
@@ -206,6 +205,11 @@ class PlatformScheduler(DatabaseScheduler):
         self, event_t: Any = event_t, min: Any = min, heappop: Any = heapq.heappop, heappush: Any = heapq.heappush
     ) -> float:
         """One pass: hold the lease, apply schedule changes, send (or skip) the first due entry."""
+        # Beat saves a row itself only to disable an expired or finished one-off schedule.
+        with schedule_change_context(source="beat"):
+            return self._tick(event_t, min, heappop, heappush)
+
+    def _tick(self, event_t: Any, min: Any, heappop: Any, heappush: Any) -> float:
         if not self._hold_lease():
             return min(RENEW_INTERVAL, self.max_interval)
         try:
@@ -230,7 +234,7 @@ class PlatformScheduler(DatabaseScheduler):
         if not is_due:
             heappop(heap)
             delay = next_time_to_run if isinstance(next_time_to_run, int | float) else self.max_interval
-            heapq.heappush(heap, event_t(self._when(entry, delay), event[1], entry))
+            heappush(heap, event_t(self._when(entry, delay), event[1], entry))
             return 0 if heap[0][2] is not entry else min(self.adjust(delay), self.max_interval)
         if not self._lease_valid():
             return 0  # the next tick renews or stands down before anything is sent
@@ -240,7 +244,7 @@ class PlatformScheduler(DatabaseScheduler):
             next_due, next_delay = following.is_due()
         except Exception:
             next_due, next_delay = self._is_due_failed(following)
-        heapq.heappush(heap, event_t(self._when(following, 0 if next_due else next_delay), event[1], following))
+        heappush(heap, event_t(self._when(following, 0 if next_due else next_delay), event[1], following))
         return 0
 
     def close(self) -> None:

@@ -17,7 +17,7 @@ from django_celery_beat.models import IntervalSchedule, PeriodicTask, PeriodicTa
 from django_celery_results.models import TaskResult
 
 from config.celery_app import app as celery_app
-from tasks.models import BeatHeartbeat, SchedulePolicy
+from tasks.models import BeatHeartbeat, ScheduleChange, SchedulePolicy
 from tasks.scheduler import BEAT_LOCK_NAME, PlatformScheduler
 from tests.support.schedule_tasks import SLOW
 from tests.support.waiting import wait_until
@@ -229,6 +229,18 @@ def test_misfire_run_once_sends_one_run_for_all_missed_ones(make_scheduler, sche
     assert len(sent) == 1
     assert "PlatformScheduler: catching up missed run of catcher (misfire policy run_once)" in messages(scheduler_log)
     assert PeriodicTask.objects.get(name="catcher").total_run_count == 3
+
+
+def test_beat_disabling_an_expired_schedule_is_recorded_as_beat(make_scheduler):
+    periodic_task("expired", every=1, expires=timezone.now() - timedelta(seconds=1))
+    scheduler = make_scheduler("host-a:1")
+
+    scheduler.tick()
+
+    change = ScheduleChange.objects.get(periodic_task_name="expired", action="changed", changes__has_key="enabled")
+    assert (change.changes["enabled"], change.source) == ([True, False], "beat")
+    PeriodicTask.objects.create(name="after", task="tasks.ping", interval=interval(60))
+    assert ScheduleChange.objects.get(periodic_task_name="after").source == "code"
 
 
 def test_overlap_skip_waits_for_a_started_run_and_for_a_run_still_in_the_queue(make_scheduler, scheduler_log):
