@@ -417,6 +417,10 @@ class PlatformScheduler(DatabaseScheduler):
             return
         self._last_change_seen = last_change
         self._incremental_reload()
+        if len(self._heap) > 2 * len(self._schedule) + 100:
+            # Replaced entries leave stale heap events behind until their time comes; many
+            # edits of rarely due schedules would let them pile up.
+            self.populate_heap()
 
     def _full_reload(self, *, initial: bool = False) -> None:
         checked_at = timezone.now()

@@ -6,6 +6,7 @@ by step); the slow ones run real ``celery beat`` processes against the test data
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from datetime import datetime, timedelta
@@ -158,6 +159,21 @@ def test_deletes_disables_and_additions_reach_the_running_scheduler(make_schedul
     scheduler.tick()
 
     assert set(scheduler.schedule) == {"kept", "added"}
+
+
+def test_stale_heap_events_of_edited_schedules_do_not_pile_up(make_scheduler):
+    task = PeriodicTask.objects.create(name="often-edited", task="tasks.ping", interval=interval(3600))
+    scheduler = make_scheduler("host-a:1")
+    scheduler.tick()
+
+    for n in range(150):
+        task.kwargs = json.dumps({"n": n})
+        task.save()
+        check_changes_now(scheduler)
+        scheduler.tick()
+
+    assert scheduler.schedule["often-edited"].kwargs == {"n": 149}
+    assert len(scheduler._heap) <= 2 * len(scheduler.schedule) + 100
 
 
 def test_a_change_no_row_shows_falls_back_to_a_full_comparison(make_scheduler, scheduler_log):
