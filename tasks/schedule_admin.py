@@ -17,7 +17,7 @@ from celery import current_app
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import F, OuterRef, QuerySet, Subquery
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
@@ -188,10 +188,17 @@ class PeriodicTaskAdmin(_RecordedChanges, StockPeriodicTaskAdmin):
     )
     list_filter = ["enabled", "one_off", "task", "queue"]
     actions = ("run_now", "enable_tasks", "disable_tasks", "toggle_tasks")
-    readonly_fields = ("last_run_at", "crontab_translation", "total_run_count_display", "runs_link", "change_history")
+    readonly_fields = (
+        "last_run_at",
+        "crontab_translation",
+        "total_run_count_display",
+        "run_now_button",
+        "runs_link",
+        "change_history",
+    )
     fieldsets = (
         *StockPeriodicTaskAdmin.fieldsets,
-        ("Runs and history", {"fields": ("total_run_count_display", "runs_link", "change_history")}),
+        ("Runs and history", {"fields": ("total_run_count_display", "run_now_button", "runs_link", "change_history")}),
     )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[PeriodicTask]:
@@ -247,6 +254,18 @@ class PeriodicTaskAdmin(_RecordedChanges, StockPeriodicTaskAdmin):
     @admin.display(description="Total runs sent")
     def total_run_count_display(self, obj: PeriodicTask) -> int:
         return obj.total_run_count
+
+    @admin.display(description="Run now")
+    def run_now_button(self, obj: PeriodicTask) -> str:
+        if obj.pk is None:
+            return "—"
+        return format_html('<input type="submit" name="_run_now" value="{}">', "Save and run now")
+
+    def response_change(self, request: HttpRequest, obj: PeriodicTask) -> HttpResponse:
+        if "_run_now" in request.POST:
+            self.run_now(request, PeriodicTask.objects.filter(pk=obj.pk))
+            return HttpResponseRedirect(request.path)
+        return super().response_change(request, obj)
 
     @admin.display(description="History")
     def change_history(self, obj: PeriodicTask) -> str:

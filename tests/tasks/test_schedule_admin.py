@@ -163,6 +163,23 @@ def test_run_now_sends_the_selected_jobs_at_once(admin_client_logged_in, redis_c
 
 
 @pytest.mark.django_db
+def test_save_and_run_now_on_the_schedule_page_saves_the_edit_and_sends_the_job(admin_client_logged_in, redis_client):
+    task = PeriodicTask.objects.create(name="job", task="tasks.ping", interval=every(30))
+    policy = SchedulePolicy.objects.create(periodic_task=task)
+    assert 'name="_run_now"' in admin_client_logged_in.get(change_url(task)).content.decode()
+
+    response = admin_client_logged_in.post(
+        change_url(task), {**form_data(name="job", interval=str(every(60).pk), policy=policy), "_run_now": "1"}
+    )
+
+    assert response.status_code == 302 and response["Location"] == change_url(task)
+    task.refresh_from_db()
+    assert task.interval == every(60)
+    sent = [json.loads(raw)["headers"] for raw in redis_client.lrange("default", 0, -1)]
+    assert [(h["task"], h["periodic_task_name"]) for h in sent] == [("tasks.ping", "job")]
+
+
+@pytest.mark.django_db
 def test_disable_action_records_who_disabled_and_marks_the_row_changed(admin_client_logged_in, superuser):
     task = PeriodicTask.objects.create(name="job", task="tasks.ping", interval=every(30))
     PeriodicTask.objects.filter(pk=task.pk).update(date_changed=timezone.now() - timedelta(hours=1))
