@@ -170,6 +170,18 @@ def _last_result(field: str) -> Subquery:
     return Subquery(latest.values(field)[:1])
 
 
+def _describe_changes(changes: Any) -> str:
+    if not isinstance(changes, dict):
+        return str(changes)
+    parts = []
+    for field, values in changes.items():
+        if isinstance(values, list | tuple) and len(values) == 2:
+            parts.append(f"{field}: {values[0]!r} → {values[1]!r}")
+        else:
+            parts.append(f"{field}: {values!r}")
+    return "; ".join(parts)
+
+
 class PeriodicTaskAdmin(_RecordedChanges, StockPeriodicTaskAdmin):
     """Schedules with their runs, next run, Run now, policies and history."""
 
@@ -281,7 +293,7 @@ class PeriodicTaskAdmin(_RecordedChanges, StockPeriodicTaskAdmin):
                     change.action,
                     change.user or "—",
                     change.source,
-                    "; ".join(f"{field}: {old!r} → {new!r}" for field, (old, new) in change.changes.items()),
+                    _describe_changes(change.changes),
                 )
                 for change in changes[:HISTORY_ROWS_ON_PAGE]
             ),

@@ -216,6 +216,20 @@ def test_change_page_shows_the_policy_inline_and_the_history_with_users(admin_cl
     assert {change.action for change in history.context["cl"].result_list} == {"created", "changed"}
 
 
+@pytest.mark.django_db
+def test_history_rows_written_by_hand_in_any_shape_still_render(admin_client_logged_in):
+    task = PeriodicTask.objects.create(name="job", task="tasks.ping", interval=every(30))
+    ScheduleChange.objects.create(periodic_task_id=task.pk, periodic_task_name="job", action="changed", changes=["odd"])
+    ScheduleChange.objects.create(
+        periodic_task_id=task.pk, periodic_task_name="job", action="changed", changes={"note": "by hand"}
+    )
+
+    response = admin_client_logged_in.get(change_url(task))
+
+    assert response.status_code == 200
+    assert "note: &#x27;by hand&#x27;" in response.content.decode()
+
+
 # --- Slow: edits reach a running Beat and worker ----------------------------------------------
 def results_of(name: str):
     return TaskResult.objects.filter(periodic_task_name=name, status="SUCCESS")
