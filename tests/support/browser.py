@@ -29,6 +29,9 @@ def headless_chromium(user_data_dir: Path) -> WebDriver:
         options.add_argument(argument)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(30)
+    # Elements are looked for until they appear (up to 10 s), not only at the instant the
+    # page's load event fired: on a loaded CI machine a slow page otherwise fails at random.
+    driver.implicitly_wait(10)
     return driver
 
 
