@@ -13,6 +13,7 @@ from django.conf import settings
 from django.db import transaction
 from django.urls import reverse
 
+from tasks.delivery import deliver
 from tasks.models import DeadLetter, Delivery, Outbox
 from tasks.transaction import register_event
 from tests.e2e.conftest import fast_recovery_env
@@ -184,3 +185,17 @@ def test_sigterm_gives_a_task_it_cannot_finish_back_to_the_queue(clean_broker, f
     with CeleryWorker(env=env):
         wait_until(lambda: Effect.objects.filter(key="long").exists(), timeout=60)
     assert _lost_and_doubled(1) == (0, 0)
+
+
+def test_a_task_past_its_soft_time_limit_ends_cleanly_as_a_dead_letter(clean_broker, flag_path, monkeypatch):
+    # A task's limits travel in its message, so the publisher (this process) sets them too.
+    monkeypatch.setattr(deliver, "soft_time_limit", 4)
+    monkeypatch.setattr(deliver, "time_limit", 5)
+    register_event(LedgerEvent(key="too-slow", mode="slow", work_seconds=20, flag_path=flag_path))
+    with CeleryWorker(env=fast_recovery_env(), concurrency=1) as worker:  # soft limit 4 s, hard 5 s
+        dead = wait_until(DeadLetter.objects.first, timeout=60, message=worker.log()[-2000:])
+        assert worker.running  # the pool process was not killed: the task ended itself
+    assert dead.reason == "time limit"
+    assert dead.exception_type.endswith("SoftTimeLimitExceeded")
+    assert Delivery.objects.get().status == Delivery.Status.DEAD
+    assert not Effect.objects.exists()
