@@ -171,25 +171,13 @@ def measure(size: int) -> dict[str, float]:
     return costs
 
 
-def ensure_database(url: str) -> None:
-    """Create the benchmark's PostgreSQL database if it is missing."""
-    from urllib.parse import urlparse
-
-    import psycopg
-
-    parsed = urlparse(url)
-    name = parsed.path.lstrip("/")
-    admin_url = parsed._replace(path="/postgres").geturl().replace("postgres://", "postgresql://", 1)
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            conn.execute(f'CREATE DATABASE "{name}"')
-
-
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/bench_beat_scale")
     os.environ["CELERY_BROKER_URL"] = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
     if os.environ["DATABASE_URL"].startswith("postgres"):
+        from benchmarks.database import ensure_database
+
         ensure_database(os.environ["DATABASE_URL"])
     import django
 

@@ -69,25 +69,13 @@ def measure(broker_url: str, workdir: Path) -> list[float]:
     return sorted(restarted.values())
 
 
-def ensure_database(url: str) -> None:
-    """Create the benchmark's PostgreSQL database if it is missing."""
-    from urllib.parse import urlparse
-
-    import psycopg
-
-    parsed = urlparse(url)
-    name = parsed.path.lstrip("/")
-    admin_url = parsed._replace(path="/postgres").geturl().replace("postgres://", "postgresql://", 1)
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            conn.execute(f'CREATE DATABASE "{name}"')
-
-
 def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="recovery-"))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     # PostgreSQL: on SQLite one long handler holds the only write lock, so two cannot run at once.
     os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/bench_recovery")
+    from benchmarks.database import ensure_database
+
     ensure_database(os.environ["DATABASE_URL"])
     os.environ.setdefault("EXTRA_INSTALLED_APPS", "tests.support.ledger")
     import django

@@ -159,7 +159,7 @@ def plot(results: dict, path: Path) -> None:
 
 
 def main() -> None:
-    from benchmarks.recovery_time import ensure_database
+    from benchmarks.database import ensure_database
 
     ensure_database(os.environ["DATABASE_URL"])
     import django
