@@ -22,8 +22,9 @@ os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/bench"
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 os.environ["LOG_LEVEL"] = "WARNING"
 REPEAT = int(os.environ.get("BENCH_REPEAT", "3"))
-COUNT = int(os.environ.get("BENCH_COUNT", "1000"))
+COUNT = int(os.environ.get("BENCH_COUNT", "500"))
 RELAY_ROWS = int(os.environ.get("BENCH_RELAY_ROWS", "10000"))
+STATUS_ROWS = int(os.environ.get("BENCH_STATUS_ROWS", "1000000"))
 README = ROOT / "benchmarks" / "README.md"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
@@ -73,7 +74,43 @@ def run_cases() -> dict:
         results["relay"]["platform"].append(t.relay_catch_up(client, RELAY_ROWS))
         results["relay"]["raw"].append(t.raw_publish(client, RELAY_ROWS))
         print(f"relay {results['relay']['platform'][-1]:.0f}/s raw {results['relay']['raw'][-1]:.0f}/s", flush=True)
+    results["status"] = status_scaling()
     return results
+
+
+def status_scaling() -> dict[str, dict[str, float]]:
+    """Median seconds of ``/health/ready`` and the status page with 1,000 and 1,000,000 task
+    results (no worker runs, so both wait the same inspect timeouts)."""
+    import statistics
+
+    from django.contrib.auth import get_user_model
+    from django.db import connection
+    from django.test import Client
+
+    from benchmarks.status_page import FILL
+
+    user = get_user_model().objects.filter(username="bench").first() or get_user_model().objects.create_superuser(
+        "bench", "bench@example.com", "bench"
+    )
+    client = Client(SERVER_NAME="127.0.0.1")
+    client.force_login(user)
+    timings: dict[str, dict[str, float]] = {}
+    for rows in (1_000, STATUS_ROWS):
+        with connection.cursor() as cursor:
+            cursor.execute("TRUNCATE django_celery_results_taskresult")
+            cursor.execute(FILL, {"rows": rows})
+            cursor.execute("ANALYZE django_celery_results_taskresult")
+        for name, url in (("health", "/health/ready"), ("status page", "/admin/platform-status/")):
+            runs = []
+            for _ in range(5):
+                started = time.monotonic()
+                client.get(url)
+                runs.append(time.monotonic() - started)
+            timings.setdefault(name, {})[str(rows)] = statistics.median(runs)
+        print(f"status scaling at {rows:,} rows: {timings}", flush=True)
+    with connection.cursor() as cursor:
+        cursor.execute("TRUNCATE django_celery_results_taskresult")
+    return timings
 
 
 def table(results: dict) -> tuple[list[dict], str]:
@@ -119,10 +156,50 @@ def table(results: dict) -> tuple[list[dict], str]:
         }
     )
 
+    beat_file = ROOT / "benchmarks" / "beat_scale.json"
+    if beat_file.exists():  # written by beat_scale.py, which `make bench` runs first
+        beat = json.loads(beat_file.read_text())["seconds"]
+        small, large = beat["1000"], beat["10000"]
+        rows.append(
+            {
+                "case": "Beat with 10,000 PeriodicTasks: admin edit until in force, seconds",
+                "baseline": "1,000 tasks",
+                "platform": {"median": large["edit_in_force"]},
+                "raw": {"median": small["edit_in_force"]},
+                "ratio": large["edit_in_force"] / small["edit_in_force"],
+                "target": "<= 6 s at 10k",
+                "met": large["edit_in_force"] <= 6,
+            }
+        )
+        rows.append(
+            {
+                "case": "Beat reload cost (tick applying one edit), seconds",
+                "baseline": "1,000 tasks",
+                "platform": {"median": large["platform_incremental_reload_tick"]},
+                "raw": {"median": small["platform_incremental_reload_tick"]},
+                "ratio": large["platform_incremental_reload_tick"] / small["platform_incremental_reload_tick"],
+                "target": "10k <= 12x 1k",
+                "met": large["platform_incremental_reload_tick"] <= 12 * small["platform_incremental_reload_tick"],
+            }
+        )
+    for name, by_rows in results["status"].items():
+        small, large = by_rows["1000"], by_rows[str(STATUS_ROWS)]
+        rows.append(
+            {
+                "case": f"`{name}` with {STATUS_ROWS:,} task results, seconds",
+                "baseline": "the same with 1,000",
+                "platform": {"median": large},
+                "raw": {"median": small},
+                "ratio": large / small,
+                "target": "<= 2x",
+                "met": large / small <= 2,
+            }
+        )
+
     def cell(s: dict) -> str:
         if "min" in s:
             return f"{s['median']:.0f} ({s['min']:.0f}-{s['max']:.0f})"
-        return f"{s['median']:.1f}"
+        return f"{s['median']:.3g}"
 
     lines = [
         "| case | baseline | platform | raw | ratio | target | met |",

@@ -3,7 +3,9 @@ messages lost (0) and side effects applied twice (0)."""
 
 from __future__ import annotations
 
+import shutil
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -58,37 +60,46 @@ def test_nothing_lost_or_doubled_when_workers_are_killed_mid_run(clean_broker):
     assert not DeadLetter.objects.exists()
 
 
+class _RabbitMQOutage:
+    """Stops and starts the machine's RabbitMQ application (durable queues, persistent
+    messages survive); the tests' own broker when TEST_BROKER_URL is amqp://."""
+
+    url = settings.CELERY_BROKER_URL
+
+    def start(self) -> None:
+        subprocess.run(["rabbitmqctl", "start_app"], check=True, capture_output=True, timeout=120)
+        subprocess.run(["rabbitmqctl", "await_startup"], check=True, capture_output=True, timeout=120)
+
+    def stop(self) -> None:
+        subprocess.run(["rabbitmqctl", "stop_app"], check=True, capture_output=True, timeout=120)
+
+
 def test_nothing_lost_or_doubled_when_the_broker_stops_mid_run(clean_broker, tmp_path):
-    """Redis stopped while 1,000 events are being committed, then started again: the
+    """The broker stopped while 1,000 events are being committed, then started again: the
     events committed meanwhile wait in the outbox, and the worker consumes again after."""
-    if not settings.CELERY_BROKER_URL.startswith("redis"):
-        pytest.skip("stops a private Redis; the RabbitMQ run covers its own broker tests")
-    redis_server = DurableRedisServer(tmp_path / "redis").start()
-    env = fast_recovery_env(CELERY_BROKER_URL=redis_server.url)
+    if settings.CELERY_BROKER_URL.startswith("redis"):
+        broker = DurableRedisServer(tmp_path / "redis").start()
+    elif shutil.which("rabbitmqctl"):
+        broker = _RabbitMQOutage()
+    else:
+        pytest.skip("needs rabbitmqctl to stop and start RabbitMQ")
+    env = fast_recovery_env(CELERY_BROKER_URL=broker.url)
     progress = tmp_path / "progress"
     publisher = ManagedProcess(
-        [
-            sys.executable,
-            "-m",
-            "tests.support.publish_events",
-            str(TOTAL),
-            "--progress",
-            str(progress),
-            "--pause",
-            "0.01",
-        ],
+        [sys.executable, "-m", "tests.support.publish_events", str(TOTAL), "--progress", str(progress),
+         "--pause", "0.01"],
         name="publisher",
         env=env,
-    )
+    )  # fmt: skip
     worker, relay = CeleryWorker(env=env).start(), Relay(env=env).start()
     try:
         publisher.start(wait=False)
         wait_until(lambda: progress.exists() and int(progress.read_text()) >= 300, timeout=60)
-        redis_server.stop()
+        broker.stop()
         wait_until(lambda: int(progress.read_text()) >= 600, timeout=60, message=publisher.log()[-2000:])
         assert Outbox.objects.filter(sent_at__isnull=True).exists()  # commits went on without the broker
         time.sleep(2)  # the broker stays away a while
-        redis_server.start()
+        broker.start()
         wait_until(lambda: publisher.proc.poll() is not None, timeout=60)
         assert publisher.proc.returncode == 0, publisher.log()[-2000:]
         wait_until(lambda: effects_summary()[0] == TOTAL, timeout=150, message=f"effects {effects_summary()}")
@@ -96,8 +107,12 @@ def test_nothing_lost_or_doubled_when_the_broker_stops_mid_run(clean_broker, tmp
         # The same worker process consumed before and after the outage.
         assert worker.running, worker.log()[-3000:]
     finally:
-        for process in (publisher, relay, worker, redis_server):
+        for process in (publisher, relay, worker):
             process.stop()
+        if isinstance(broker, DurableRedisServer):
+            broker.stop()
+        else:
+            broker.start()  # whatever happened, leave RabbitMQ running
     assert _lost_and_doubled(TOTAL) == (0, 0)
     assert "Unrecoverable error" not in worker.log()
 
