@@ -206,6 +206,7 @@ def test_a_task_past_its_soft_time_limit_ends_cleanly_as_a_dead_letter(clean_bro
     # A task's limits travel in its message, so the publisher (this process) sets them too.
     monkeypatch.setattr(deliver, "soft_time_limit", 4)
     monkeypatch.setattr(deliver, "time_limit", 5)
+    monkeypatch.setattr(deliver, "_exec_options", None)  # Celery caches them at the first send
     register_event(LedgerEvent(key="too-slow", mode="slow", work_seconds=20, flag_path=flag_path))
     with CeleryWorker(env=fast_recovery_env(), concurrency=1) as worker:  # soft limit 4 s, hard 5 s
         dead = wait_until(DeadLetter.objects.first, timeout=60, message=worker.log()[-2000:])
