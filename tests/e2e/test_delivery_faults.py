@@ -60,6 +60,12 @@ def test_nothing_lost_or_doubled_when_workers_are_killed_mid_run(clean_broker):
     assert not DeadLetter.objects.exists()
 
 
+def _committed(progress: Path) -> int:
+    """How many events the publisher has committed (its progress file may be mid-write)."""
+    text = progress.read_text().strip() if progress.exists() else ""
+    return int(text) if text.isdigit() else 0
+
+
 class _RabbitMQOutage:
     """Stops and starts the machine's RabbitMQ application (durable queues, persistent
     messages survive); the tests' own broker when TEST_BROKER_URL is amqp://."""
@@ -94,9 +100,9 @@ def test_nothing_lost_or_doubled_when_the_broker_stops_mid_run(clean_broker, tmp
     worker, relay = CeleryWorker(env=env).start(), Relay(env=env).start()
     try:
         publisher.start(wait=False)
-        wait_until(lambda: progress.exists() and int(progress.read_text()) >= 300, timeout=60)
+        wait_until(lambda: _committed(progress) >= 300, timeout=60)
         broker.stop()
-        wait_until(lambda: int(progress.read_text()) >= 600, timeout=60, message=publisher.log()[-2000:])
+        wait_until(lambda: _committed(progress) >= 600, timeout=60, message=publisher.log()[-2000:])
         assert Outbox.objects.filter(sent_at__isnull=True).exists()  # commits went on without the broker
         time.sleep(2)  # the broker stays away a while
         broker.start()

@@ -29,7 +29,10 @@ def main() -> None:
     for i in range(args.count):
         register_event(LedgerEvent(key=f"{args.prefix}{i}"))
         if i % 10 == 9 or i == args.count - 1:
-            args.progress.write_text(str(i + 1))
+            # Write then rename, so a reader never sees a half-written number.
+            partial = args.progress.with_suffix(".tmp")
+            partial.write_text(str(i + 1))
+            partial.replace(args.progress)
         if args.pause:
             time.sleep(args.pause)
     print(f"published {args.count} in {time.monotonic() - started:.1f}s", flush=True)
