@@ -109,27 +109,50 @@ def _publish_logging_errors(rows: list[Delivery]) -> None:
 
 
 def publish_deliveries(rows: Iterable[Delivery]) -> None:
-    """Publish a delivery task for each row over one pooled producer; DispatchError on failure."""
+    """Publish a delivery task for each row over one pooled producer; DispatchError on failure.
+
+    A pooled connection can be dead although the broker is back (a RabbitMQ restart leaves
+    every idle connection broken), so a connection error is tried once more on a new pool:
+    one attempt, no waiting, and a broker that is really down still fails at once.
+    """
+    rows = list(rows)
+    try:
+        _publish(rows)
+    except Exception as first:
+        _discard_producer_pool()
+        try:
+            _publish(rows)
+        except Exception as exc:
+            logger.warning("broker refused deliveries: %s", exc)
+            raise DispatchError(str(exc)) from exc
+        logger.info("published on a new broker connection after: %s", first)
+
+
+def _publish(rows: list[Delivery]) -> None:
     from tasks.delivery import deliver
 
-    try:
-        # One pipelined round trip per batch on Redis (kombu's Producer.batch); other brokers
-        # publish each message as it comes.
-        with _producer_pool().acquire(block=True, timeout=5) as producer, producer.batch(max_size=PUBLISH_BATCH):
-            for row in rows:
-                deliver.apply_async(
-                    args=(row.payload, row.handler),
-                    queue=row.queue,
-                    task_id=row.task_id,
-                    producer=producer,
-                    retry=False,
-                    # What Flower and the results show; spares Celery a saferepr of the payload.
-                    argsrepr=f"({row.message_type} {row.message_id}, {row.handler})",
-                    kwargsrepr="{}",
-                )
-    except Exception as exc:
-        logger.warning("broker refused deliveries: %s", exc)
-        raise DispatchError(str(exc)) from exc
+    # One pipelined round trip per batch on Redis (kombu's Producer.batch); other brokers
+    # publish each message as it comes.
+    with _producer_pool().acquire(block=True, timeout=5) as producer, producer.batch(max_size=PUBLISH_BATCH):
+        for row in rows:
+            deliver.apply_async(
+                args=(row.payload, row.handler),
+                queue=row.queue,
+                task_id=row.task_id,
+                producer=producer,
+                retry=False,
+                # What Flower and the results show; spares Celery a saferepr of the payload.
+                argsrepr=f"({row.message_type} {row.message_id}, {row.handler})",
+                kwargsrepr="{}",
+            )
+
+
+def _discard_producer_pool() -> None:
+    global _pool  # noqa: PLW0603 (a per-process cache)
+    if _pool is not None:
+        with contextlib.suppress(Exception):
+            _pool[1].connections.force_close_all()
+    _pool = None
 
 
 def deliveries_resend_stale(*, older_than: timedelta | None = None, limit: int = 500) -> int:
