@@ -2,20 +2,17 @@
 Null and Test brokers and ``override_message_broker`` (DESIGN.md section 4, issue 4)."""
 
 import base64
-import contextlib
 import functools
 import io
 import json
 import logging
-import os
-import socket
 import uuid
 from dataclasses import dataclass
 
 import pytest
 from django.core.management import call_command
 
-from tasks import bus, dispatch
+from tasks import bus
 from tasks.bus import (
     Broker,
     MemoryBroker,
@@ -29,6 +26,7 @@ from tasks.dispatch import DispatchError
 from tasks.messages import Message
 from tasks.models import Delivery
 from tasks.queues import DEFAULT, HIGH_PRIORITY, LOW_PRIORITY
+from tests.support.broker import broker_down
 
 MODULE = __name__
 
@@ -623,25 +621,6 @@ def test_memory_broker_runs_sync_handlers_before_sending_async_deliveries(redis_
     assert calls == [("delivery_count_when_called", 0)]
     assert Delivery.objects.count() == 1
     assert redis_client.llen("default") == 1
-
-
-@contextlib.contextmanager
-def broker_down():
-    """Point dispatch at a Redis port nothing listens on; restore the real pool afterwards."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    saved_pool, saved_url = dispatch._pool, os.environ.get("CELERY_BROKER_WRITE_URL")
-    os.environ["CELERY_BROKER_WRITE_URL"] = f"redis://127.0.0.1:{port}/0"
-    dispatch._pool = None
-    try:
-        yield
-    finally:
-        dispatch._pool = saved_pool
-        if saved_url is None:
-            os.environ.pop("CELERY_BROKER_WRITE_URL", None)
-        else:
-            os.environ["CELERY_BROKER_WRITE_URL"] = saved_url
 
 
 @pytest.mark.django_db(transaction=True)  # publishing waits for a commit

@@ -4,9 +4,7 @@ grace period, oldest first, in batches; it survives a broker outage and stops cl
 
 import contextlib
 import io
-import os
 import signal
-import socket
 import threading
 import time
 import uuid
@@ -25,6 +23,7 @@ from tasks.dispatch import DispatchError
 from tasks.messages import Message
 from tasks.models import DeadLetter, Delivery, Outbox
 from tasks.outbox import Relay, outbox_relay_once
+from tests.support.broker import broker_down
 
 MODULE = __name__
 GRACE = timedelta(seconds=5)
@@ -69,29 +68,6 @@ def memory_broker():
 def null_broker():
     with override_message_broker(NullBroker()) as broker:
         yield broker
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def broker_down():
-    """Point dispatch at a Redis port nothing listens on; restore the real pool afterwards."""
-    saved_pool = dispatch._pool
-    saved_url = os.environ.get("CELERY_BROKER_WRITE_URL")
-    os.environ["CELERY_BROKER_WRITE_URL"] = f"redis://127.0.0.1:{closed_port()}/0"
-    dispatch._pool = None
-    try:
-        yield
-    finally:
-        dispatch._pool = saved_pool
-        if saved_url is None:
-            os.environ.pop("CELERY_BROKER_WRITE_URL", None)
-        else:
-            os.environ["CELERY_BROKER_WRITE_URL"] = saved_url
 
 
 def unsent_row(message: Message, *, age: timedelta) -> Outbox:

@@ -3,9 +3,7 @@ outbox: published after commit only, never on rollback (savepoints included), an
 outage at commit that neither blocks nor raises (DESIGN.md section 4-5, issue 4)."""
 
 import contextlib
-import os
 import signal
-import socket
 import uuid
 from dataclasses import dataclass
 
@@ -13,11 +11,11 @@ import pytest
 from django.contrib.auth.models import Group
 from django.db import connection, connections, transaction
 
-from tasks import dispatch
 from tasks.bus import MemoryBroker, NullBroker, TestBroker, override_message_broker
 from tasks.messages import Message
 from tasks.models import Delivery, Outbox
 from tasks.transaction import publish_after_commit, register_event, transactional
+from tests.support.broker import broker_down
 
 MODULE = __name__
 
@@ -81,34 +79,6 @@ def must_not_hang(seconds: int = 20):
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def broker_down():
-    """Point dispatch at a Redis port nothing listens on; restore the real pool afterwards.
-
-    Celery reads ``CELERY_BROKER_WRITE_URL`` from the environment before its settings, and
-    ``tasks.dispatch._producer_pool`` builds its pool from ``connection_for_write`` when
-    ``_pool`` is empty.
-    """
-    saved_pool = dispatch._pool
-    saved_url = os.environ.get("CELERY_BROKER_WRITE_URL")
-    os.environ["CELERY_BROKER_WRITE_URL"] = f"redis://127.0.0.1:{closed_port()}/0"
-    dispatch._pool = None
-    try:
-        yield
-    finally:
-        dispatch._pool = saved_pool
-        if saved_url is None:
-            os.environ.pop("CELERY_BROKER_WRITE_URL", None)
-        else:
-            os.environ["CELERY_BROKER_WRITE_URL"] = saved_url
 
 
 @contextlib.contextmanager
