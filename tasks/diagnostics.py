@@ -1,4 +1,4 @@
-"""Diagnostic tasks: prove a worker runs tasks and stores results, and serve as a raw baseline."""
+"""Diagnostic tasks: prove a worker runs tasks and stores results, or do nothing on schedule."""
 
 import socket
 
@@ -14,4 +14,4 @@ def ping() -> dict:
 
 @shared_task(name="tasks.noop", ignore_result=True)
 def noop() -> None:
-    """Do nothing: the raw-Celery baseline of the benchmarks."""
+    """Do nothing and store no result: a harmless job for trying out schedules."""
