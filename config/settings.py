@@ -142,6 +142,10 @@ CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="redis://127.0.0.1:6379
 CELERY_RESULT_BACKEND = "django-db"
 CELERY_RESULT_EXTENDED = True
 CELERY_CACHE_BACKEND = "django-cache"
+# Celery's Django fixup closes the database connection before and after every task unless this
+# is set; it then closes it every N tasks only, and tasks/worker_connections.py applies Django's
+# own CONN_MAX_AGE and health checks around each task instead, as Django does around a request.
+CELERY_DB_REUSE_MAX = 1000
 # Scheduling (README "Scheduling"): one active Beat by a lease on the BeatHeartbeat row; a
 # standby takes over BEAT_LOCK_TTL seconds after the active one stops renewing it.
 CELERY_BEAT_SCHEDULER = "tasks.scheduler:PlatformScheduler"
