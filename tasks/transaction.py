@@ -13,9 +13,10 @@ import logging
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
+from tasks.async_commit import execute_with_async_commit
 from tasks.bus import Broker, get_message_broker
 from tasks.dispatch import DispatchError, deliveries_record
 from tasks.messages import Message
@@ -71,10 +72,9 @@ def publish_after_commit(outbox_id: int, message: Message, deliveries: list[Deli
 
 
 def outbox_mark_sent(*, outbox_ids: list[int]) -> None:
-    """Mark rows sent. On PostgreSQL without waiting for the disk: a mark lost in a crash only
-    makes the relay send the event again, which idempotent deliveries absorb."""
-    with transaction.atomic():
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("SET LOCAL synchronous_commit = off")
-        Outbox.objects.filter(pk__in=outbox_ids).update(sent_at=timezone.now())
+    """Mark rows sent, without waiting for the disk: a mark lost in a crash only makes the
+    relay send the event again, which idempotent deliveries absorb."""
+    execute_with_async_commit(
+        f"UPDATE {Outbox._meta.db_table} SET sent_at = %s WHERE id IN ({', '.join(['%s'] * len(outbox_ids))})",  # noqa: S608 (table from the model, values bound)
+        [timezone.now(), *outbox_ids],
+    )
