@@ -116,7 +116,9 @@ def delivery_run(*, payload: dict, handler: str, queue: str = "") -> str:
     return DONE
 
 
-@shared_task(base=PlatformTask, bind=True, name=DELIVER_TASK)
+# track_started off: the Delivery row records the start (status running, the start count), so
+# a STARTED task result would be a second write per delivery saying the same thing.
+@shared_task(base=PlatformTask, bind=True, name=DELIVER_TASK, track_started=False)
 def deliver(self: PlatformTask, payload: dict, handler: str) -> str:
     """Run one async handler for one message (see ``delivery_run``)."""
     queue = (self.request.delivery_info or {}).get("routing_key") or ""

@@ -316,3 +316,10 @@ def test_a_delivery_recorded_while_the_worker_starts_still_runs():
     assert result == DONE
     assert Group.objects.count() == 1
     assert Delivery.objects.get().status == Delivery.Status.DONE
+
+
+def test_deliveries_write_no_started_result_since_their_row_records_the_start():
+    from config.celery_app import app
+
+    assert deliver.track_started is False
+    assert app.conf.task_track_started is True  # other tasks keep it: Beat's overlap policy reads it
