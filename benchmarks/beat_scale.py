@@ -36,11 +36,16 @@ REPEATS = 5
 
 
 def populate(size: int) -> None:
+    from django.db import connection
     from django.utils import timezone
     from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask, PeriodicTasks
 
     from tasks.models import BeatHeartbeat, ScheduleChange
 
+    if connection.vendor == "postgresql":
+        # Deleting 10,000 rows through the ORM sends their delete signals one by one (minutes).
+        with connection.cursor() as cursor:
+            cursor.execute(f"TRUNCATE {PeriodicTask._meta.db_table} CASCADE")
     PeriodicTask.objects.all().delete()
     ScheduleChange.objects.all().delete()
     BeatHeartbeat.objects.all().delete()
