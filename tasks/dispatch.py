@@ -22,6 +22,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
+from kombu import Producer
 from kombu.pools import ProducerPool
 
 from tasks.models import Delivery
@@ -60,13 +61,10 @@ def _producer_pool() -> ProducerPool:
     return _pool[1]
 
 
-def deliveries_record(plan: Iterable[tuple[Message, Subscription]]) -> list[Delivery]:
-    """Record one pending Delivery per (message, subscription); return the rows to publish.
-
-    A relayed message may have been recorded already: the first record wins.
-    """
+def deliveries_build(plan: Iterable[tuple[Message, Subscription]]) -> list[Delivery]:
+    """One pending, unsaved Delivery per (message, subscription)."""
     now = timezone.now()
-    rows = [
+    return [
         Delivery(
             message_id=message.message_id,
             handler=subscription.handler_path,
@@ -79,6 +77,14 @@ def deliveries_record(plan: Iterable[tuple[Message, Subscription]]) -> list[Deli
         )
         for message, subscription in plan
     ]
+
+
+def deliveries_record(plan: Iterable[tuple[Message, Subscription]]) -> list[Delivery]:
+    """Record one pending Delivery per (message, subscription); return the rows to publish.
+
+    A relayed message may have been recorded already: the first record wins.
+    """
+    rows = deliveries_build(plan)
     if rows:
         Delivery.objects.bulk_create(rows, ignore_conflicts=True)
     return rows
@@ -131,9 +137,10 @@ def publish_deliveries(rows: Iterable[Delivery]) -> None:
 def _publish(rows: list[Delivery]) -> None:
     from tasks.delivery import deliver
 
-    # One pipelined round trip per batch on Redis (kombu's Producer.batch); other brokers
-    # publish each message as it comes.
-    with _producer_pool().acquire(block=True, timeout=5) as producer, producer.batch(max_size=PUBLISH_BATCH):
+    # Several rows: one pipelined round trip per batch on Redis (kombu's Producer.batch; other
+    # brokers publish each message as it comes). One row, the usual commit: a plain publish, as
+    # building a Redis pipeline costs more CPU than the publish itself.
+    with _producer_pool().acquire(block=True, timeout=5) as producer, _batch(producer, len(rows)):
         for row in rows:
             deliver.apply_async(
                 args=(row.payload, row.handler),
@@ -145,6 +152,10 @@ def _publish(rows: list[Delivery]) -> None:
                 argsrepr=f"({row.message_type} {row.message_id}, {row.handler})",
                 kwargsrepr="{}",
             )
+
+
+def _batch(producer: Producer, size: int) -> contextlib.AbstractContextManager:
+    return producer.batch(max_size=PUBLISH_BATCH) if size > 1 else contextlib.nullcontext()
 
 
 def _discard_producer_pool() -> None:

@@ -1,0 +1,73 @@
+"""Fewer database round trips for the platform's own writes, which run for every event.
+
+On PostgreSQL with client-side binding (Django's default for psycopg 3), a query with several
+statements goes out as one simple query: one round trip, and without an explicit BEGIN it runs
+as one implicit transaction, rolled back whole on error. Elsewhere (SQLite, server-side binding)
+each statement is sent on its own, with the same effect.
+
+- ``execute_with_async_commit``: bookkeeping writes that only save work if they survive a crash
+  (an outbox row marked sent: lost, the relay sends the event again; a delivery's start
+  counted: lost, a poison message gets one more try) commit with ``synchronous_commit = off``,
+  in one round trip instead of four (BEGIN, SET, statement, COMMIT).
+- ``insert_together``: an event's outbox row and its Delivery rows in one round trip.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from django.db import connection
+from django.db.backends.utils import CursorWrapper
+from django.db.models import Model
+from django.db.models.constants import OnConflict
+from django.db.models.sql import InsertQuery
+
+
+def _one_query_for_several(cursor: CursorWrapper) -> bool:
+    return connection.vendor == "postgresql" and isinstance(cursor.cursor, psycopg.ClientCursor)
+
+
+def execute_with_async_commit(sql: str, params: list[Any]) -> list[tuple]:
+    """Run one statement on its own (or in the caller's transaction); return its rows, if any.
+
+    The async commit applies only outside a transaction on PostgreSQL with client-side binding;
+    anywhere else the statement runs as it is, in autocommit or in the enclosing transaction.
+    """
+    with connection.cursor() as cursor:
+        if not (_one_query_for_several(cursor) and not connection.in_atomic_block):
+            cursor.execute(sql, params)
+            return cursor.fetchall() if cursor.description else []
+        cursor.execute(f"SET LOCAL synchronous_commit = off; {sql}", params)
+        cursor.nextset()  # past the SET's empty result, to the statement's
+        return cursor.fetchall() if cursor.description else []
+
+
+def _insert_sql(objs: list[Model], *, returning_pk: bool = False, ignore_conflicts: bool = False) -> tuple[str, list]:
+    # Django's own INSERT compiler: the same columns, defaults and value adaptation as save()
+    # and bulk_create(), so the SQL follows the models.
+    model = type(objs[0])
+    fields = [f for f in model._meta.local_concrete_fields if f is not model._meta.auto_field]
+    query = InsertQuery(model, on_conflict=OnConflict.IGNORE if ignore_conflicts else None)
+    query.insert_values(fields, objs)
+    compiler = query.get_compiler(connection=connection)
+    if returning_pk:
+        compiler.returning_fields = [model._meta.pk]
+    [(sql, params)] = compiler.as_sql()
+    return sql, list(params)
+
+
+def insert_together(row: Model, others: list[Model]) -> None:
+    """Insert ``row`` (its primary key is set) and ``others`` (ignoring conflicts, as
+    ``bulk_create(ignore_conflicts=True)``), in one round trip where the database allows."""
+    with connection.cursor() as cursor:
+        if not (others and _one_query_for_several(cursor)):
+            row.save(force_insert=True)
+            if others:
+                type(others[0]).objects.bulk_create(others, ignore_conflicts=True)
+            return
+        row_sql, row_params = _insert_sql([row], returning_pk=True)
+        others_sql, others_params = _insert_sql(others, ignore_conflicts=True)
+        cursor.execute(f"{row_sql}; {others_sql}", [*row_params, *others_params])
+        row.pk = cursor.fetchone()[0]  # the first statement's result
+        row._state.adding = False
