@@ -17,12 +17,12 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from tasks.async_commit import execute_with_async_commit
 from tasks.base import PermanentError, PlatformTask, PoisonMessage
 from tasks.dispatch import DELIVER_TASK
 from tasks.log_context import log_context
 from tasks.messages import Message, UnknownMessageType
 from tasks.models import Delivery
+from tasks.round_trips import execute_with_async_commit
 
 logger = logging.getLogger(__name__)
 

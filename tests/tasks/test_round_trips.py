@@ -1,5 +1,6 @@
 """``execute_with_async_commit``: one round trip, committed on its own, rolled back whole on error,
-and part of the caller's transaction when there is one."""
+and part of the caller's transaction when there is one. ``insert_together``: an outbox row and
+its Delivery rows in one round trip, conflicts ignored as ``bulk_create`` does."""
 
 import uuid
 
@@ -7,8 +8,8 @@ import pytest
 from django.db import DatabaseError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 
-from tasks.models import Outbox
-from tasks.round_trips import execute_with_async_commit
+from tasks.models import Delivery, Outbox
+from tasks.round_trips import execute_with_async_commit, insert_together
 
 ON_POSTGRES = connection.vendor == "postgresql"
 BUMP = f"UPDATE {Outbox._meta.db_table} SET attempts = attempts + %s WHERE id = %s RETURNING attempts"
@@ -69,3 +70,44 @@ def test_a_statement_without_rows_returns_an_empty_list():
     assert execute_with_async_commit(sql, [3, row.pk]) == []
     row.refresh_from_db()
     assert row.attempts == 3
+
+
+def _delivery(message_id: uuid.UUID, handler: str) -> Delivery:
+    return Delivery(message_id=message_id, handler=handler, message_type="tests.Example", payload={}, queue="low")
+
+
+@pytest.mark.django_db
+def test_insert_together_inserts_the_row_and_the_others_in_one_query():
+    row = Outbox(message_id=uuid.uuid4(), message_type="tests.Example", payload={"a": 1})
+    others = [_delivery(row.message_id, "h.one"), _delivery(row.message_id, "h.two")]
+    with CaptureQueriesContext(connection) as queries:
+        insert_together(row, others)
+    inserts = [q["sql"] for q in queries if "INSERT" in q["sql"]]
+    assert len(inserts) == (1 if ON_POSTGRES else 2)
+    stored = Outbox.objects.get(pk=row.pk)
+    assert (stored.message_id, stored.payload, stored.sent_at) == (row.message_id, {"a": 1}, None)
+    assert stored.created_at is not None  # auto_now_add applied, as save() does
+    assert not row._state.adding
+    assert sorted(Delivery.objects.filter(message_id=row.message_id).values_list("handler", "status")) == [
+        ("h.one", Delivery.Status.PENDING),
+        ("h.two", Delivery.Status.PENDING),
+    ]
+
+
+@pytest.mark.django_db
+def test_insert_together_keeps_a_delivery_recorded_before():
+    message_id = uuid.uuid4()
+    first = _delivery(message_id, "h.one")
+    first.status = Delivery.Status.DONE
+    first.save()
+    insert_together(
+        Outbox(message_id=message_id, message_type="tests.Example", payload={}), [_delivery(message_id, "h.one")]
+    )
+    assert list(Delivery.objects.filter(message_id=message_id).values_list("status", flat=True)) == ["done"]
+
+
+@pytest.mark.django_db
+def test_insert_together_without_others_inserts_the_row():
+    row = Outbox(message_id=uuid.uuid4(), message_type="tests.Example", payload={})
+    insert_together(row, [])
+    assert Outbox.objects.filter(pk=row.pk, message_id=row.message_id).exists()
