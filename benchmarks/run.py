@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -50,6 +51,7 @@ def run_cases() -> dict:
     import redis
 
     from benchmarks import throughput as t
+    from benchmarks.api_write import api_write
     from tests.support.processes import CeleryWorker, process_env
 
     client = redis.Redis.from_url(BENCH_REDIS_URL)
@@ -74,6 +76,7 @@ def run_cases() -> dict:
         results["relay"]["platform"].append(t.relay_catch_up(client, RELAY_ROWS))
         results["relay"]["raw"].append(t.raw_publish(client, RELAY_ROWS))
         print(f"relay {results['relay']['platform'][-1]:.0f}/s raw {results['relay']['raw'][-1]:.0f}/s", flush=True)
+    results["api"] = api_write(REPEAT)
     results["status"] = status_scaling()
     return results
 
@@ -81,8 +84,6 @@ def run_cases() -> dict:
 def status_scaling() -> dict[str, dict[str, float]]:
     """Median seconds of ``/health/ready`` and the status page with 1,000 and 1,000,000 task
     results (no worker runs, so both wait the same inspect timeouts)."""
-    import statistics
-
     from django.contrib.auth import get_user_model
     from django.db import connection
     from django.test import Client
@@ -143,6 +144,19 @@ def table(results: dict) -> tuple[list[dict], str]:
                 "met": platform_ms / raw_ms <= target,
             }
         )
+    api = {side: summary(v) for side, v in results["api"].items()}
+    rows.append(
+        {
+            "case": "API write view that registers an event (`POST /api/v1/components/{slug}/download`), "
+            "requests/s (gunicorn, 2 sync workers; load client, 4 connections)",
+            "baseline": "the same view with the event removed",
+            "platform": api["platform"],
+            "raw": api["raw"],
+            "ratio": api["platform"]["median"] / api["raw"]["median"],
+            "target": ">= 0.9x",
+            "met": api["platform"]["median"] / api["raw"]["median"] >= 0.9,
+        }
+    )
     relay = {side: summary(v) for side, v in results["relay"].items()}
     rows.append(
         {
@@ -221,16 +235,18 @@ def plot(results: dict, path: Path) -> None:
 
     from benchmarks.throughput import percentile
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (left, right, api) = plt.subplots(1, 3, figsize=(14, 4))
     sides = ["platform", "raw"]
-    left.bar(sides, [sorted(results["throughput"][s])[len(results["throughput"][s]) // 2] for s in sides])
-    left.set_title("throughput (msgs/s, median)")
+    left.bar(sides, [statistics.median(results["throughput"][s]) for s in sides])
+    left.set_title("delivery throughput (msgs/s, median)")
     for i, q in enumerate((0.5, 0.99)):
         values = [percentile(results["latency"][s], q) * 1000 for s in sides]
         right.bar([x + i * 0.4 for x in range(2)], values, width=0.4, label=f"p{round(q * 100)}")
     right.set_xticks([0.2, 1.2], sides)
     right.set_title("latency commit -> start (ms)")
     right.legend()
+    api.bar(["with event", "without"], [statistics.median(results["api"][s]) for s in sides])
+    api.set_title("API write view (requests/s, median)")
     fig.tight_layout()
     fig.savefig(path)
 
