@@ -9,9 +9,10 @@ without finishing (its worker is killed every time) is dead-lettered instead of 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 
-from celery import shared_task
+from celery import shared_task, states
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
@@ -73,8 +74,11 @@ def _count_start(message: Message, handler: str, payload: dict, queue: str) -> i
     return 1 if created else start()
 
 
-def delivery_run(*, payload: dict, handler: str, queue: str = "") -> str:
-    """Run ``handler`` for the message in ``payload`` once; ``"duplicate"`` if it ran before."""
+def delivery_run(*, payload: dict, handler: str, queue: str = "", on_done: Callable[[], None] | None = None) -> str:
+    """Run ``handler`` for the message in ``payload`` once; ``"duplicate"`` if it ran before.
+
+    ``on_done`` runs after the handler, inside its transaction: what it writes commits with it.
+    """
     # The handler first: importing its module registers the message types it handles.
     try:
         func = import_string(handler)
@@ -105,6 +109,8 @@ def delivery_run(*, payload: dict, handler: str, queue: str = "") -> str:
                 if not claimed:
                     return DUPLICATE
                 func(message)
+                if on_done is not None:
+                    on_done()
         except Exception:
             # A clean failure is a finish too; keep the sweeper off it while a retry waits.
             Delivery.objects.filter(**key, status=Delivery.Status.RUNNING).update(
@@ -116,10 +122,24 @@ def delivery_run(*, payload: dict, handler: str, queue: str = "") -> str:
     return DONE
 
 
-# track_started off: the Delivery row records the start (status running, the start count), so
-# a STARTED task result would be a second write per delivery saying the same thing.
-@shared_task(base=PlatformTask, bind=True, name=DELIVER_TASK, track_started=False)
+# The task's SUCCESS result is written in the handler's transaction (``on_done``), not by Celery
+# afterwards in a transaction of its own: one durable commit per delivery instead of two, and the
+# result exists exactly when the work does. Failures and retries are still stored by Celery
+# (store_errors_even_if_ignored). track_started is off: the Delivery row records the start.
+@shared_task(
+    base=PlatformTask,
+    bind=True,
+    name=DELIVER_TASK,
+    track_started=False,
+    ignore_result=True,
+    store_errors_even_if_ignored=True,
+)
 def deliver(self: PlatformTask, payload: dict, handler: str) -> str:
     """Run one async handler for one message (see ``delivery_run``)."""
     queue = (self.request.delivery_info or {}).get("routing_key") or ""
-    return delivery_run(payload=payload, handler=handler, queue=queue)
+    request = self.request
+
+    def store_success() -> None:
+        self.backend.store_result(request.id, DONE, states.SUCCESS, request=request)
+
+    return delivery_run(payload=payload, handler=handler, queue=queue, on_done=store_success)

@@ -14,6 +14,7 @@ import pytest
 from django.conf import settings
 from django.db import transaction
 from django.urls import reverse
+from django_celery_results.models import TaskResult
 
 from tasks.delivery import deliver
 from tasks.models import DeadLetter, Delivery, Outbox
@@ -157,6 +158,9 @@ def test_transient_failures_succeed_after_retries(clean_broker, flag_path):
         wait_until(lambda: Effect.objects.filter(key="flaky").exists(), timeout=30)
     assert _lost_and_doubled(1) == (0, 0)
     assert not DeadLetter.objects.exists()
+    # The retry was stored by Celery; the success, in the handler's transaction, replaced it.
+    result = TaskResult.objects.get(task_id=Delivery.objects.get().task_id)
+    assert (result.status, result.result, result.task_name) == ("SUCCESS", '"done"', "tasks.deliver")
 
 
 def test_failures_are_dead_lettered_with_traceback_after_the_retry_cap(clean_broker, flag_path):
@@ -174,6 +178,11 @@ def test_failures_are_dead_lettered_with_traceback_after_the_retry_cap(clean_bro
     assert "cannot handle broken: bad data" in permanent.traceback
     assert permanent.payload["data"]["key"] == "broken"
     assert Effect.objects.count() == 0
+    task_ids = Delivery.objects.values_list("task_id", flat=True)
+    assert sorted(TaskResult.objects.filter(task_id__in=task_ids).values_list("status", flat=True)) == [
+        "FAILURE",
+        "FAILURE",
+    ]
 
 
 def _shutdown_env() -> dict[str, str]:

@@ -318,8 +318,29 @@ def test_a_delivery_recorded_while_the_worker_starts_still_runs():
     assert Delivery.objects.get().status == Delivery.Status.DONE
 
 
-def test_deliveries_write_no_started_result_since_their_row_records_the_start():
+def test_on_done_commits_with_the_handler_and_a_failure_in_it_undoes_the_work():
+    ok = WorkRequested(work_id=40)
+    done = delivery_run(
+        payload=ok.to_json(), handler=path(create_group), on_done=lambda: Group.objects.create(name="result-40")
+    )
+    assert done == DONE
+    assert set(Group.objects.values_list("name", flat=True)) == {f"work-40-{ok.message_id}", "result-40"}
+
+    broken = WorkRequested(work_id=41)
+
+    def store_fails() -> None:
+        raise RuntimeError("result store failed")
+
+    with pytest.raises(RuntimeError, match="result store failed"):
+        delivery_run(payload=broken.to_json(), handler=path(create_group), on_done=store_fails)
+    assert not Group.objects.filter(name__startswith="work-41").exists()
+    assert Delivery.objects.get(message_id=broken.message_id).status == Delivery.Status.PENDING
+
+
+def test_deliveries_leave_results_to_their_transaction_and_skip_the_started_result():
     from config.celery_app import app
 
+    # SUCCESS is written in the handler's transaction; Celery stores failures and retries only.
+    assert (deliver.ignore_result, deliver.store_errors_even_if_ignored) == (True, True)
     assert deliver.track_started is False
     assert app.conf.task_track_started is True  # other tasks keep it: Beat's overlap policy reads it
