@@ -1,4 +1,4 @@
-"""What both sides of the benchmarks run: a platform event + no-op handler, and a raw Celery task.
+"""What the sides of the benchmarks run: a platform event + no-op handler, and raw Celery tasks.
 
 Both record when they started, under a key the sender chose (a Redis list), so the platform and
 raw Celery pay the same measuring cost; the sender subtracts its own send (or commit) time.
@@ -44,4 +44,11 @@ def bench_handler(event: BenchEvent) -> None:
 @shared_task(name="bench.raw_noop")
 def raw_noop(key: str) -> None:
     """The raw-Celery side: a plain task, same worker, same result backend."""
+    record_start(key)
+
+
+@shared_task(name="bench.raw_noop_untracked", track_started=False)
+def raw_noop_untracked(key: str) -> None:
+    """The same raw task without the STARTED result this app writes for every task: Celery's
+    default, and what the platform's deliveries skip (their Delivery row records the start)."""
     record_start(key)

@@ -16,7 +16,7 @@ from datetime import timedelta
 from django.db import transaction
 from django.utils import timezone
 
-from benchmarks.bench_tasks import LATENCY_KEY, BenchEvent, bench_handler, raw_noop
+from benchmarks.bench_tasks import LATENCY_KEY, BenchEvent, bench_handler, raw_noop, raw_noop_untracked
 from tasks.bus import get_message_broker
 from tasks.models import Delivery, Outbox
 from tasks.outbox import outbox_relay_once
@@ -61,7 +61,17 @@ def send_raw_task() -> None:
     raw_noop.delay(key)
 
 
-SIDES: dict[str, Callable[[], None]] = {"platform": send_platform_event, "raw": send_raw_task}
+def send_raw_untracked_task() -> None:
+    key = uuid.uuid4().hex
+    _sent[key] = time.time()
+    raw_noop_untracked.delay(key)
+
+
+SIDES: dict[str, Callable[[], None]] = {
+    "platform": send_platform_event,
+    "raw": send_raw_task,
+    "raw untracked": send_raw_untracked_task,
+}
 
 
 def subscribe() -> None:
