@@ -13,6 +13,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.wait import WebDriverWait
 
 CHROMEDRIVER = "/usr/bin/chromedriver"
 ARTIFACTS = Path(settings.VAR_DIR) / "test-artifacts"
@@ -49,3 +50,7 @@ def admin_login(driver: WebDriver, base_url: str, username: str, password: str) 
     driver.find_element(By.NAME, "username").send_keys(username)
     driver.find_element(By.NAME, "password").send_keys(password)
     driver.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    # click() returns before the POST is answered: a page opened next would race the session
+    # cookie and land on the login form again. Wait until the admin greets the user.
+    WebDriverWait(driver, 30).until(lambda d: "/admin/login/" not in d.current_url)
+    driver.find_element(By.ID, "user-tools")
