@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 from datetime import timedelta
 
-from celery import shared_task, states
+from celery import shared_task
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
@@ -24,6 +24,7 @@ from tasks.log_context import log_context
 from tasks.messages import Message, UnknownMessageType
 from tasks.models import Delivery
 from tasks.round_trips import execute_with_async_commit
+from tasks.task_results import task_result_store_success
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +141,6 @@ def deliver(self: PlatformTask, payload: dict, handler: str) -> str:
     request = self.request
 
     def store_success() -> None:
-        self.backend.store_result(request.id, DONE, states.SUCCESS, request=request)
+        task_result_store_success(backend=self.backend, request=request, result=DONE)
 
     return delivery_run(payload=payload, handler=handler, queue=queue, on_done=store_success)
