@@ -23,8 +23,8 @@ os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/bench"
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 os.environ["LOG_LEVEL"] = "WARNING"
 REPEAT = int(os.environ.get("BENCH_REPEAT", "5"))
-# Relay runs are long (10,000 rows) and steady: fewer repeats keep make bench under 10 minutes.
-RELAY_REPEAT = int(os.environ.get("BENCH_RELAY_REPEAT", "3"))
+# Relay runs are long (10,000 rows): fewer repeats keep make bench under 10 minutes.
+RELAY_REPEAT = int(os.environ.get("BENCH_RELAY_REPEAT", "4"))
 COUNT = int(os.environ.get("BENCH_COUNT", "500"))
 RELAY_ROWS = int(os.environ.get("BENCH_RELAY_ROWS", "10000"))
 STATUS_ROWS = int(os.environ.get("BENCH_STATUS_ROWS", "1000000"))
