@@ -14,9 +14,11 @@ from django.urls import reverse
 from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from django_celery_results.models import TaskResult
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
+from selenium.webdriver.support.wait import WebDriverWait
 
 from tasks.models import BeatHeartbeat, DeadLetter
 from tests.support.browser import admin_login, headless_chromium, screenshot
@@ -84,7 +86,12 @@ def test_a_periodic_task_created_in_the_admin_form_runs(
         Select(browser.find_element(By.NAME, "interval")).select_by_index(1)
         screenshot(browser, "periodic-task-form")
         browser.find_element(By.NAME, "_save").click()
-        assert PeriodicTask.objects.filter(name=name, task="tasks.ping").exists(), browser.page_source[:3000]
+        # click() returns before the POST is answered: wait for the admin to leave the form.
+        try:
+            WebDriverWait(browser, 30).until(lambda d: "/add/" not in d.current_url)
+        except TimeoutException:
+            pytest.fail(f"the form was not saved:\n{browser.page_source[:3000]}")
+        assert PeriodicTask.objects.filter(name=name, task="tasks.ping").exists()
 
         wait_until(
             lambda: TaskResult.objects.filter(periodic_task_name=name, status="SUCCESS").exists(),
