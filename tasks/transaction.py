@@ -74,6 +74,8 @@ def publish_after_commit(outbox_id: int, message: Message, deliveries: list[Deli
 def outbox_mark_sent(*, outbox_ids: list[int]) -> None:
     """Mark rows sent, without waiting for the disk: a mark lost in a crash only makes the
     relay send the event again, which idempotent deliveries absorb."""
+    if not outbox_ids:
+        return  # "IN ()" is not SQL
     execute_with_async_commit(
         f"UPDATE {Outbox._meta.db_table} SET sent_at = %s WHERE id IN ({', '.join(['%s'] * len(outbox_ids))})",  # noqa: S608 (table from the model, values bound)
         [timezone.now(), *outbox_ids],

@@ -10,11 +10,12 @@ from dataclasses import dataclass
 import pytest
 from django.contrib.auth.models import Group
 from django.db import connection, connections, transaction
+from django.test.utils import CaptureQueriesContext
 
 from tasks.bus import MemoryBroker, NullBroker, TestBroker, override_message_broker
 from tasks.messages import Message
 from tasks.models import Delivery, Outbox
-from tasks.transaction import publish_after_commit, register_event, transactional
+from tasks.transaction import outbox_mark_sent, publish_after_commit, register_event, transactional
 from tests.support.broker import broker_down
 
 MODULE = __name__
@@ -389,3 +390,10 @@ def test_transactional_inside_a_transaction_is_a_savepoint():
         with pytest.raises(LookupError):
             inner()
     assert list(Group.objects.values_list("name", flat=True)) == ["outer"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_marking_no_rows_sent_sends_no_query():
+    with CaptureQueriesContext(connection) as queries:
+        outbox_mark_sent(outbox_ids=[])
+    assert len(queries) == 0
