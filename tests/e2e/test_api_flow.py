@@ -39,7 +39,7 @@ def test_uploaded_component_is_published_found_rated_and_downloaded_through_the_
     def search_hits() -> list:
         return client.get(f"{API}/components", {"q": "sparkles"}).json()["items"]
 
-    found = wait_until(search_hits, message=celery_worker_process.log()[-3000:])
+    found = wait_until(search_hits, message=lambda: celery_worker_process.log()[-3000:])
     assert [(c["slug"], c["status"], c["version"]) for c in found] == [(slug, "published", "2.1.0")]
 
     rated = client.put(

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Count
 from django.urls import reverse
 from django_celery_results.models import TaskResult
 
@@ -42,6 +43,14 @@ def _lost_and_doubled(expected: int) -> tuple[int, int]:
     return expected - distinct, twice
 
 
+def _run_state(*processes: ManagedProcess) -> str:
+    """What a stalled run looks like: effects, outbox, deliveries, and each process's log tail."""
+    statuses = dict(Delivery.objects.values_list("status").annotate(n=Count("pk")))
+    unsent = Outbox.objects.filter(sent_at__isnull=True).count()
+    logs = "".join(f"\n--- {p.name} (running={p.running}) ---\n{p.log()[-3000:]}" for p in processes)
+    return f"effects {effects_summary()}, unsent outbox rows {unsent}, deliveries {statuses}{logs}"
+
+
 def test_nothing_lost_or_doubled_when_workers_are_killed_mid_run(clean_broker):
     env = fast_recovery_env()
     _register(TOTAL, work_seconds=0.002)
@@ -51,11 +60,11 @@ def test_nothing_lost_or_doubled_when_workers_are_killed_mid_run(clean_broker):
     for _ in range(3):
         worker = CeleryWorker(env=env).start()
         target = Effect.objects.count() + 120
-        wait_until(lambda t=target: Effect.objects.count() >= t, timeout=60, message=worker.log()[-2000:])
+        wait_until(lambda t=target: Effect.objects.count() >= t, timeout=60, message=lambda w=worker: w.log()[-2000:])
         worker.kill()
 
-    with CeleryWorker(env=env), Relay(env=env):
-        wait_until(lambda: effects_summary()[0] == TOTAL, timeout=150, message=f"effects {effects_summary()}")
+    with CeleryWorker(env=env) as worker, Relay(env=env) as relay:
+        wait_until(lambda: effects_summary()[0] == TOTAL, timeout=150, message=lambda: _run_state(worker, relay))
         wait_until(lambda: not Delivery.objects.exclude(status=Delivery.Status.DONE).exists(), timeout=30)
     assert _lost_and_doubled(TOTAL) == (0, 0)
     assert not DeadLetter.objects.exists()
@@ -98,18 +107,23 @@ def test_nothing_lost_or_doubled_when_the_broker_stops_mid_run(clean_broker, tmp
         name="publisher",
         env=env,
     )  # fmt: skip
+    watched_broker = [broker] if isinstance(broker, ManagedProcess) else []
     worker, relay = CeleryWorker(env=env).start(), Relay(env=env).start()
     try:
         publisher.start(wait=False)
         wait_until(lambda: _committed(progress) >= 300, timeout=60)
         broker.stop()
-        wait_until(lambda: _committed(progress) >= 600, timeout=60, message=publisher.log()[-2000:])
+        wait_until(lambda: _committed(progress) >= 600, timeout=60, message=lambda: publisher.log()[-2000:])
         assert Outbox.objects.filter(sent_at__isnull=True).exists()  # commits went on without the broker
         time.sleep(2)  # the broker stays away a while
         broker.start()
         wait_until(lambda: publisher.proc.poll() is not None, timeout=60)
         assert publisher.proc.returncode == 0, publisher.log()[-2000:]
-        wait_until(lambda: effects_summary()[0] == TOTAL, timeout=150, message=f"effects {effects_summary()}")
+        wait_until(
+            lambda: effects_summary()[0] == TOTAL,
+            timeout=150,
+            message=lambda: _run_state(worker, relay, *watched_broker),
+        )
         wait_until(lambda: not Outbox.objects.filter(sent_at__isnull=True).exists(), timeout=30)
         # The same worker process consumed before and after the outage.
         assert worker.running, worker.log()[-3000:]
@@ -143,7 +157,9 @@ def test_poison_message_is_dead_lettered_after_n_starts_then_requeued_from_admin
             follow=True,
         )
         assert response.status_code == 200
-        wait_until(lambda: Effect.objects.filter(key="poison").exists(), timeout=30, message=worker.log()[-2000:])
+        wait_until(
+            lambda: Effect.objects.filter(key="poison").exists(), timeout=30, message=lambda: worker.log()[-2000:]
+        )
         wait_until(lambda: Delivery.objects.get(message_id=dead.message_id).status == Delivery.Status.DONE)
     dead.refresh_from_db()
     assert dead.status == DeadLetter.Status.REQUEUED
@@ -152,10 +168,12 @@ def test_poison_message_is_dead_lettered_after_n_starts_then_requeued_from_admin
 
 def test_transient_failures_succeed_after_retries(clean_broker, flag_path):
     register_event(LedgerEvent(key="flaky", mode="transient", flag_path=flag_path))
-    with CeleryWorker(env=fast_recovery_env()):
+    # Retries at most 1 s apart: the default cap of 5 could run out on a loaded machine
+    # between this test seeing the second attempt and touching the flag.
+    with CeleryWorker(env=fast_recovery_env(TASKS_MAX_RETRIES="100")) as worker:
         wait_until(lambda: Delivery.objects.filter(attempts__gte=2).exists(), timeout=30)
         Path(flag_path).touch()
-        wait_until(lambda: Effect.objects.filter(key="flaky").exists(), timeout=30)
+        wait_until(lambda: Effect.objects.filter(key="flaky").exists(), timeout=30, message=lambda: _run_state(worker))
     assert _lost_and_doubled(1) == (0, 0)
     assert not DeadLetter.objects.exists()
     # The retry was stored by Celery; the success, in the handler's transaction, replaced it.
@@ -224,7 +242,7 @@ def test_a_task_past_its_soft_time_limit_ends_cleanly_as_a_dead_letter(clean_bro
     monkeypatch.setattr(deliver, "_exec_options", None)  # Celery caches them at the first send
     register_event(LedgerEvent(key="too-slow", mode="slow", work_seconds=20, flag_path=flag_path))
     with CeleryWorker(env=fast_recovery_env(), concurrency=1) as worker:  # soft limit 4 s, hard 5 s
-        dead = wait_until(DeadLetter.objects.first, timeout=60, message=worker.log()[-2000:])
+        dead = wait_until(DeadLetter.objects.first, timeout=60, message=lambda: worker.log()[-2000:])
         assert worker.running  # the pool process was not killed: the task ended itself
     assert dead.reason == "time limit"
     assert dead.exception_type.endswith("SoftTimeLimitExceeded")

@@ -27,7 +27,7 @@ def test_upload_is_published_indexed_and_notified_when_a_worker_runs(celery_work
 
     wait_until(
         lambda: Component.objects.filter(pk=component.pk, indexed_at__isnull=False).exists(),
-        message=celery_worker_process.log()[-3000:],
+        message=lambda: celery_worker_process.log()[-3000:],
     )
     component.refresh_from_db()
     assert component.status == Component.Status.PUBLISHED

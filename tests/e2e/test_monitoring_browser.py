@@ -96,7 +96,7 @@ def test_a_periodic_task_created_in_the_admin_form_runs(
         wait_until(
             lambda: TaskResult.objects.filter(periodic_task_name=name, status="SUCCESS").exists(),
             timeout=60,
-            message=f"a run of {name!r}\n{beat.log()[-3000:]}",
+            message=lambda: f"a run of {name!r}\n{beat.log()[-3000:]}",
         )
     finally:
         beat.stop()

@@ -247,7 +247,9 @@ def test_a_schedule_created_changed_disabled_and_deleted_in_the_admin_takes_effe
     )
     assert response.status_code == 302, errors_of(response)
     wait_until(
-        lambda: results_of("echo").exists(), timeout=10, message=f"a run of the new schedule\n{beat.log()[-2000:]}"
+        lambda: results_of("echo").exists(),
+        timeout=10,
+        message=lambda: f"a run of the new schedule\n{beat.log()[-2000:]}",
     )
 
     task = PeriodicTask.objects.get(name="echo")
