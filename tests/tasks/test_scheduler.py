@@ -265,17 +265,17 @@ def test_overlap_skip_waits_for_a_started_run_and_for_a_run_still_in_the_queue(m
     scheduler = make_scheduler("host-a:1")
 
     skipped = "PlatformScheduler: skipping overlapping: previous run still running (overlap policy skip)"
-    wait_until(lambda: scheduler.tick() == 0 and messages(scheduler_log)[-1] == skipped, timeout=5)
+    wait_until(lambda: scheduler.tick() == 0 and messages(scheduler_log)[-1] == skipped, timeout=15)
 
     TaskResult.objects.filter(task_id="running-1").update(status="SUCCESS")
-    wait_until(lambda: scheduler.tick() == 0 and "sent overlapping" in messages(scheduler_log)[-1], timeout=5)
+    wait_until(lambda: scheduler.tick() == 0 and "sent overlapping" in messages(scheduler_log)[-1], timeout=15)
     sent_id = scheduler.schedule["overlapping"].last_task_id
     assert sent_id
 
     # No worker runs it: the run this scheduler sent is queued, so the next one waits.
-    wait_until(lambda: scheduler.tick() == 0 and "skipping overlapping" in messages(scheduler_log)[-1], timeout=5)
+    wait_until(lambda: scheduler.tick() == 0 and "skipping overlapping" in messages(scheduler_log)[-1], timeout=15)
     TaskResult.objects.create(task_id=sent_id, status="SUCCESS", periodic_task_name="overlapping")
-    wait_until(lambda: scheduler.tick() == 0 and "sent overlapping" in messages(scheduler_log)[-1], timeout=5)
+    wait_until(lambda: scheduler.tick() == 0 and "sent overlapping" in messages(scheduler_log)[-1], timeout=15)
 
 
 def test_overlap_allow_sends_every_due_run(make_scheduler, scheduler_log):
@@ -283,7 +283,7 @@ def test_overlap_allow_sends_every_due_run(make_scheduler, scheduler_log):
     TaskResult.objects.create(task_id="running-1", status="STARTED", periodic_task_name="parallel")
     scheduler = make_scheduler("host-a:1")
 
-    wait_until(lambda: scheduler.tick() == 0 and len(sent_lines(scheduler_log, "parallel")) >= 2, timeout=5)
+    wait_until(lambda: scheduler.tick() == 0 and len(sent_lines(scheduler_log, "parallel")) >= 2, timeout=15)
 
     assert not any("skipping parallel" in message for message in messages(scheduler_log))
 
