@@ -1,11 +1,14 @@
 """kombu's Redis transport with one fix: a worker survives losing its broker.
 
-When Redis goes away, Celery closes the connection and kombu's channel then tries to put its
-unacknowledged messages back, through a connection already released: an AttributeError that
-Celery reports as "Unrecoverable error" and the worker exits, never to consume again. Those
-messages are still in Redis' unacked index, and any worker restores them after the visibility
-timeout, so giving up on the early restore loses nothing. ``register_redis_transport()``
-(called by config/celery_app.py) makes ``redis://`` and ``rediss://`` URLs use it.
+When Redis goes away, Celery closes the connection, and kombu's channel can still be asked to
+use it: to put its unacknowledged messages back at once, or to acknowledge a task that finished
+after the loss (its ack runs in the event loop of the next connection). Either goes through a
+connection already released: an AttributeError that Celery reports as "Unrecoverable error",
+and the worker exits, never to consume again. Those messages are still in Redis' unacked index,
+and any worker restores them after the visibility timeout, so giving up on the early restore
+loses nothing; a finished delivery that comes back is a no-op (its Delivery row is done).
+``register_redis_transport()`` (called by config/celery_app.py) makes ``redis://`` and
+``rediss://`` URLs use it.
 """
 
 from __future__ import annotations
@@ -29,6 +32,26 @@ class QoS(redis.QoS):
             )
             self._delivered.clear()
             return []
+
+    def ack(self, delivery_tag):
+        try:
+            super().ack(delivery_tag)
+        except AttributeError:
+            self._forget_on_released_connection(delivery_tag, "acknowledged")
+
+    def reject(self, delivery_tag, requeue=False):
+        try:
+            super().reject(delivery_tag, requeue=requeue)
+        except AttributeError:
+            self._forget_on_released_connection(delivery_tag, "rejected")
+
+    def _forget_on_released_connection(self, delivery_tag, action: str) -> None:
+        logger.warning(
+            "broker connection gone: message %s not %s; it comes back after the visibility timeout",
+            delivery_tag,
+            action,
+        )
+        self._delivered.pop(delivery_tag, None)
 
 
 class Channel(redis.Channel):
