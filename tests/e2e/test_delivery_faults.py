@@ -58,10 +58,12 @@ def test_nothing_lost_or_doubled_when_workers_are_killed_mid_run(clean_broker):
 
     # kill -9 of a whole worker (main process and pool children), three times mid-run.
     for _ in range(3):
-        worker = CeleryWorker(env=env).start()
-        target = Effect.objects.count() + 120
-        wait_until(lambda t=target: Effect.objects.count() >= t, timeout=60, message=lambda w=worker: w.log()[-2000:])
-        worker.kill()
+        with CeleryWorker(env=env) as worker:  # stopped by the with block if the wait fails
+            target = Effect.objects.count() + 120
+            wait_until(
+                lambda t=target: Effect.objects.count() >= t, timeout=60, message=lambda w=worker: w.log()[-2000:]
+            )
+            worker.kill()
 
     with CeleryWorker(env=env) as worker, Relay(env=env) as relay:
         wait_until(lambda: effects_summary()[0] == TOTAL, timeout=150, message=lambda: _run_state(worker, relay))
