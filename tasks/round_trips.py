@@ -35,11 +35,11 @@ def execute_with_async_commit(sql: str, params: list[Any]) -> list[tuple]:
     anywhere else the statement runs as it is, in autocommit or in the enclosing transaction.
     """
     with connection.cursor() as cursor:
-        if not (_one_query_for_several(cursor) and not connection.in_atomic_block):
+        if _one_query_for_several(cursor) and not connection.in_atomic_block:
+            cursor.execute(f"SET LOCAL synchronous_commit = off; {sql}", params)
+            cursor.nextset()  # past the SET's empty result, to the statement's
+        else:
             cursor.execute(sql, params)
-            return cursor.fetchall() if cursor.description else []
-        cursor.execute(f"SET LOCAL synchronous_commit = off; {sql}", params)
-        cursor.nextset()  # past the SET's empty result, to the statement's
         return cursor.fetchall() if cursor.description else []
 
 
