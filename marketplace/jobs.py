@@ -16,10 +16,8 @@ from celery.schedules import crontab
 from marketplace.search import components_search_index_rebuild
 from marketplace.stats import daily_stats_calculate, previous_utc_day
 from marketplace.token_cleanup import api_tokens_delete_expired
-from tasks.base import PlatformTask
-from tasks.models import SchedulePolicy
+from tasks.jobs import Misfire, Overlap, PlatformTask, declare_schedule
 from tasks.queues import LOW_PRIORITY
-from tasks.schedules import declare_schedule
 
 CALCULATE_DAILY_STATS = "marketplace.calculate_daily_stats"
 CLEANUP_EXPIRED_TOKENS = "marketplace.cleanup_expired_tokens"
@@ -60,8 +58,8 @@ def declare_schedules() -> None:
         schedule=crontab(minute="0", hour="2"),
         description="Daily 02:00 UTC: DailyStats (uploads, downloads, ratings, active authors) of the previous day.",
         queue=LOW_PRIORITY,
-        misfire=SchedulePolicy.Misfire.RUN_ONCE,
-        overlap=SchedulePolicy.Overlap.SKIP,
+        misfire=Misfire.RUN_ONCE,
+        overlap=Overlap.SKIP,
     )
     declare_schedule(
         name="cleanup_expired_tokens",
@@ -69,8 +67,8 @@ def declare_schedules() -> None:
         schedule=crontab(minute="0", hour="0,12"),
         description="00:00 and 12:00 UTC: delete expired API tokens.",
         queue=LOW_PRIORITY,
-        misfire=SchedulePolicy.Misfire.RUN_ONCE,
-        overlap=SchedulePolicy.Overlap.SKIP,
+        misfire=Misfire.RUN_ONCE,
+        overlap=Overlap.SKIP,
     )
     declare_schedule(
         name="refresh_search_index",
@@ -79,6 +77,6 @@ def declare_schedules() -> None:
         description="Every 30 minutes: rebuild the component search index in batches.",
         queue=LOW_PRIORITY,
         # A missed refresh is replaced by the next one half an hour later anyway.
-        misfire=SchedulePolicy.Misfire.SKIP,
-        overlap=SchedulePolicy.Overlap.SKIP,
+        misfire=Misfire.SKIP,
+        overlap=Overlap.SKIP,
     )
