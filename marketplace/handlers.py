@@ -11,34 +11,42 @@ from tasks.queues import DEFAULT, HIGH_PRIORITY, LOW_PRIORITY
 
 
 def process_component_upload(event: events.ComponentUploaded) -> None:
-    """Parse the front matter, then publish or reject (idempotency key ``upload-<id>``: a
-    component that is no longer pending is left alone)."""
+    """Parse the front matter, then publish or reject the component.
+
+    A second delivery does nothing: the service leaves a component that is no longer pending alone.
+    """
     services.component_process_upload(component_id=event.component_id)
 
 
 def update_search_index(event: events.ComponentPublished | events.ComponentRejected) -> None:
+    """Make a published component searchable, and take a rejected one out of the index."""
     component_search_index_update(component_id=event.component_id)
 
 
 def recalculate_reputation(event: events.ComponentRated | events.ComponentDeleted) -> None:
+    """Recompute the author's reputation from all their ratings (so a redelivery changes nothing)."""
     services.author_reputation_recalculate(author_id=event.author_id)
 
 
 def update_download_stats(event: events.ComponentDownloaded) -> None:
+    """Set the component's download counter from its Download rows (a recount, not an increment)."""
     services.component_download_count_refresh(component_id=event.component_id)
 
 
 def send_notification(event: events.NotificationRequested) -> None:
+    """Store and email the notification once per its idempotency key."""
     services.notification_send(
         user_id=event.user_id, subject=event.subject, body=event.body, idempotency_key=event.idempotency_key
     )
 
 
 def notify_author_of_top_rating(event: events.ComponentRated) -> None:
+    """Tell the author about a 5-star rating by someone else."""
     services.rating_notify_author(component_id=event.component_id, author_id=event.author_id, rater_id=event.user_id)
 
 
 def is_top_rating(event: events.ComponentRated) -> bool:
+    """The predicate of ``notify_author_of_top_rating``: only 5-star ratings are worth a message."""
     return event.score == 5
 
 
