@@ -18,7 +18,7 @@ from django.http import HttpRequest
 from django_ratelimit.core import get_usage
 from ninja.security import HttpBearer
 
-from marketplace.api_services import api_token_authenticate
+from marketplace.services import api_token_authenticate
 
 logger = logging.getLogger(__name__)
 

@@ -15,11 +15,12 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
-from django.db.models import Avg, Count
+from django.db.models import Avg, Count, Q
 from django.utils import timezone
 from django.utils.text import slugify
 
-from marketplace.errors import Conflict, NotFound, ValidationFailed
+from marketplace import selectors
+from marketplace.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from marketplace.events import (
     ComponentDownloaded,
     ComponentPublished,
@@ -33,6 +34,9 @@ from marketplace.models import ApiToken, Author, Component, Download, Notificati
 from tasks.transaction import register_event, transactional
 
 MAX_SOURCE_BYTES = 256 * 1024
+# last_used_at is written at most this often per token, so a busy client costs one UPDATE a
+# minute, not one per request.
+TOKEN_LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
 def author_get_or_create(*, user) -> Author:
@@ -86,6 +90,14 @@ def component_upload(*, author: Author, name: str, source: str) -> Component:
 
 
 @transactional
+def component_upload_by_user(*, user, name: str, source: str) -> Component:
+    """Upload as ``user``, creating their author profile on first upload; a refused upload
+    leaves no profile behind either (one transaction)."""
+    author = author_get_or_create(user=user)
+    return component_upload(author=author, name=name, source=source)
+
+
+@transactional
 def component_new_version(*, component: Component, source: str) -> Component:
     """Replace the source of a component; it is checked and published again in the background."""
     _check_source(source)
@@ -95,6 +107,14 @@ def component_new_version(*, component: Component, source: str) -> Component:
     component.save(update_fields=["source", "status", "rejection_reason", "updated_at"])
     register_event(ComponentUploaded(component_id=component.pk, author_id=component.author_id))
     return component
+
+
+def component_new_version_by_owner(*, slug: str, user, source: str) -> Component:
+    """Replace the source of ``user``'s component ``slug``: NotFound, or PermissionDenied for others'."""
+    component = selectors.component_get_visible(slug=slug, user_id=user.pk)
+    if component.author.user_id != user.pk:
+        raise PermissionDenied("Only the author can upload a new version of this component.")
+    return component_new_version(component=component, source=source)
 
 
 @transactional
@@ -244,3 +264,18 @@ def api_token_issue(*, user, name: str = "", days: int = 90) -> tuple[ApiToken, 
     key = token.set_new_key()
     token.save()
     return token, key
+
+
+def api_token_authenticate(*, key: str) -> ApiToken | None:
+    """The active token whose key is ``key`` (looked up by hash), or None; notes its use."""
+    token = ApiToken.objects.select_related("user").filter(key_hash=ApiToken.hash_key(key)).first()
+    if token is None or not token.is_active or not token.user.is_active:
+        return None
+    now = timezone.now()
+    if token.last_used_at is None or token.last_used_at <= now - TOKEN_LAST_USED_RESOLUTION:
+        # Conditional UPDATE: concurrent requests of one token write the timestamp once.
+        ApiToken.objects.filter(pk=token.pk).filter(
+            Q(last_used_at__isnull=True) | Q(last_used_at__lte=now - TOKEN_LAST_USED_RESOLUTION)
+        ).update(last_used_at=now)
+        token.last_used_at = now
+    return token

@@ -1,7 +1,7 @@
 """The marketplace JSON API (django-ninja), mounted at ``/api/v1/``.
 
 OpenAPI document at ``/api/v1/openapi.json``, interactive docs at ``/api/v1/docs``. Views are
-thin: they check HTTP-level limits, then call services, selectors and ``api_services``. Every
+thin: they check HTTP-level limits, then call services and selectors. Every
 error, whatever raised it, has one shape, ``{"detail": str, "code": str}`` (422s add
 ``errors``), and a status from ``ERROR_STATUS`` / the handlers below.
 """
@@ -21,7 +21,7 @@ from ninja.errors import ValidationError as NinjaValidationError
 from ninja.responses import Status
 from pydantic import AfterValidator, ConfigDict, model_validator
 
-from marketplace import api_services, selectors, services
+from marketplace import selectors, services
 from marketplace.api_auth import (
     RateLimited,
     optional_read_auth,
@@ -322,7 +322,7 @@ def components_list(request: HttpRequest, filters: Query[ComponentFilters]) -> d
     user_id = _user_id(request)
     if filters.status not in (None, Component.Status.PUBLISHED) and user_id is None:
         raise HttpError(401, "Listing unpublished components needs a token; they are only the owner's.")
-    queryset = api_services.components_visible(
+    queryset = selectors.component_list_visible(
         user_id=user_id, query=filters.q.strip(), status=filters.status, author=filters.author or ""
     )
     return _page(queryset, filters)
@@ -338,7 +338,7 @@ def components_list(request: HttpRequest, filters: Query[ComponentFilters]) -> d
 )
 def component_detail(request: HttpRequest, slug: Slug) -> Component:
     """A published component, or one of the caller's own in any status."""
-    return api_services.component_visible_get(slug=slug, user_id=_user_id(request))
+    return selectors.component_get_visible(slug=slug, user_id=_user_id(request))
 
 
 @api.post(
@@ -352,7 +352,7 @@ def component_upload(request: HttpRequest, payload: ComponentUploadIn) -> Status
     """Store a new component as ``pending``; it is checked and published (or rejected, with a
     reason) in the background. The source must start with YAML front matter."""
     _check_source_size(payload.source)
-    component = api_services.component_upload_by_user(user=request.auth, name=payload.name, source=payload.source)
+    component = services.component_upload_by_user(user=request.auth, name=payload.name, source=payload.source)
     return Status(201, component)
 
 
@@ -366,7 +366,7 @@ def component_upload(request: HttpRequest, payload: ComponentUploadIn) -> Status
 def component_new_version(request: HttpRequest, slug: Slug, payload: ComponentVersionIn) -> Component:
     """Replace the source; the component is ``pending`` again until the new version is checked."""
     _check_source_size(payload.source)
-    return api_services.component_new_version_by_owner(slug=slug, user=request.auth, source=payload.source)
+    return services.component_new_version_by_owner(slug=slug, user=request.auth, source=payload.source)
 
 
 @api.put(
@@ -378,7 +378,7 @@ def component_new_version(request: HttpRequest, slug: Slug, payload: ComponentVe
 )
 def component_rate(request: HttpRequest, slug: Slug, payload: RatingIn) -> dict[str, Any]:
     """One rating per user and component; rating again replaces it. Only published components."""
-    component = api_services.component_visible_get(slug=slug, user_id=request.auth.pk)
+    component = selectors.component_get_visible(slug=slug, user_id=request.auth.pk)
     rating = services.component_rate(component=component, user=request.auth, score=payload.score)
     component.refresh_from_db(fields=["rating_count", "rating_average"])
     return {
@@ -400,7 +400,7 @@ def component_rate(request: HttpRequest, slug: Slug, payload: RatingIn) -> dict[
 def component_download(request: HttpRequest, slug: Slug) -> Component:
     """Record a download (anonymous without a token) and return the source."""
     user = request.auth if request.auth.is_authenticated else None
-    component = api_services.component_visible_get(slug=slug, user_id=_user_id(request))
+    component = selectors.component_get_visible(slug=slug, user_id=_user_id(request))
     services.component_download(component=component, user=user)
     return component
 
@@ -418,7 +418,7 @@ def component_download(request: HttpRequest, slug: Slug) -> Component:
 )
 def author_profile(request: HttpRequest, username: Username) -> Author:
     """Reputation is the average score over the ratings of the author's published components."""
-    return api_services.author_profile_get(username=username)
+    return selectors.author_profile_get(username=username)
 
 
 @api.get(
@@ -430,7 +430,7 @@ def author_profile(request: HttpRequest, username: Username) -> Author:
 )
 def my_components(request: HttpRequest, filters: Query[MyComponentFilters]) -> dict[str, Any]:
     """The caller's components, newest first, with the reason of any rejection."""
-    queryset = selectors.component_list(status=filters.status).filter(author__user=request.auth)
+    queryset = selectors.component_list(status=filters.status, user_id=request.auth.pk)
     return _page(queryset, filters)
 
 
@@ -443,7 +443,7 @@ def my_components(request: HttpRequest, filters: Query[MyComponentFilters]) -> d
 )
 def my_notifications(request: HttpRequest, filters: Query[NotificationFilters]) -> dict[str, Any]:
     """Newest first; ``unread=true`` for the unread ones only."""
-    return _page(selectors.notifications_for(user_id=request.auth.pk, unread_only=filters.unread), filters)
+    return _page(selectors.notification_list(user_id=request.auth.pk, unread_only=filters.unread), filters)
 
 
 @api.post(
