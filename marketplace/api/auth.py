@@ -24,6 +24,10 @@ logger = logging.getLogger(__name__)
 
 RATE_LIMIT_GROUP = "marketplace-api-write"
 
+# Appended to the operation's security list: the empty requirement says "or no token at all",
+# so the document tells clients these operations also answer anonymous callers.
+ANONYMOUS_ALLOWED = {"security": [{}]}
+
 
 class RateLimited(Exception):
     """A caller sent more writes than ``API_WRITE_RATE_LIMIT`` allows; retry after ``retry_after`` s."""
@@ -103,3 +107,8 @@ read_auth = TokenAuth()
 optional_read_auth = TokenAuth(optional=True)
 write_auth = TokenAuth(write=True)
 optional_write_auth = TokenAuth(optional=True, write=True)
+
+
+def request_user_id(request: HttpRequest) -> int | None:
+    """The id of the authenticated caller, or None for an anonymous one (optional auth)."""
+    return request.auth.pk if request.auth.is_authenticated else None
