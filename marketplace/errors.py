@@ -16,6 +16,12 @@ class ValidationFailed(ApplicationError):
     code = "invalid"
 
 
+class SourceTooLarge(ValidationFailed):
+    """A component source over the size limit: the API answers 413 (too large), not 422."""
+
+    code = "too_large"
+
+
 class NotFound(ApplicationError):
     code = "not_found"
 

@@ -20,7 +20,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from marketplace import selectors
-from marketplace.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
+from marketplace.errors import Conflict, NotFound, PermissionDenied, SourceTooLarge, ValidationFailed
 from marketplace.events import (
     ComponentDownloaded,
     ComponentPublished,
@@ -67,11 +67,16 @@ def _component_create(*, author: Author, name: str, source: str) -> Component:
     raise Conflict("Could not find a free address for this component name; try again.")
 
 
+def component_source_size_check(*, source: str) -> None:
+    """Refuse a source over ``MAX_SOURCE_BYTES`` (UTF-8 bytes, not characters) with SourceTooLarge."""
+    if len(source.encode()) > MAX_SOURCE_BYTES:
+        raise SourceTooLarge(f"The source is larger than {MAX_SOURCE_BYTES // 1024} KiB.")
+
+
 def _check_source(source: str) -> None:
     if not source.strip():
         raise ValidationFailed("The source is empty.")
-    if len(source.encode()) > MAX_SOURCE_BYTES:
-        raise ValidationFailed(f"The source is larger than {MAX_SOURCE_BYTES // 1024} KiB.")
+    component_source_size_check(source=source)
 
 
 @transactional

@@ -11,7 +11,7 @@ from ninja.responses import Status
 
 from marketplace import selectors, services
 from marketplace.api.auth import ANONYMOUS_ALLOWED, optional_read_auth, request_user_id, write_auth
-from marketplace.api.errors import ERRORS, PayloadTooLarge
+from marketplace.api.errors import ERRORS
 from marketplace.api.pagination import paginate
 from marketplace.api.schemas import (
     ComponentFilters,
@@ -24,12 +24,6 @@ from marketplace.api.schemas import (
 from marketplace.models import Component
 
 router = Router(tags=["components"])
-
-
-def _check_source_size(source: str) -> None:
-    # Checked here, before the service, so an oversized upload is a 413 and not a 422.
-    if len(source.encode()) > services.MAX_SOURCE_BYTES:
-        raise PayloadTooLarge(f"The source is larger than {services.MAX_SOURCE_BYTES // 1024} KiB.")
 
 
 @router.get(
@@ -72,7 +66,8 @@ def component_detail(request: HttpRequest, slug: Slug) -> Component:
 def component_upload(request: HttpRequest, payload: ComponentUploadIn) -> Status[Component]:
     """Store a new component as ``pending``; it is checked and published (or rejected, with a
     reason) in the background. The source must start with YAML front matter."""
-    _check_source_size(payload.source)
+    # Size first: an oversized upload is a 413 whatever else is wrong with it.
+    services.component_source_size_check(source=payload.source)
     component = services.component_upload_by_user(user=request.auth, name=payload.name, source=payload.source)
     return Status(201, component)
 
@@ -85,5 +80,6 @@ def component_upload(request: HttpRequest, payload: ComponentUploadIn) -> Status
 )
 def component_new_version(request: HttpRequest, slug: Slug, payload: ComponentVersionIn) -> Component:
     """Replace the source; the component is ``pending`` again until the new version is checked."""
-    _check_source_size(payload.source)
+    # Size first: an oversized source is a 413 whatever else is wrong with it (even not being yours).
+    services.component_source_size_check(source=payload.source)
     return services.component_new_version_by_owner(slug=slug, user=request.auth, source=payload.source)

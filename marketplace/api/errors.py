@@ -20,14 +20,18 @@ from ninja.errors import ValidationError as NinjaValidationError
 
 from marketplace.api.auth import RateLimited
 from marketplace.api.schemas import ErrorOut
-from marketplace.errors import ApplicationError, Conflict, NotFound, PermissionDenied, ValidationFailed
+from marketplace.errors import (
+    ApplicationError,
+    Conflict,
+    NotFound,
+    PermissionDenied,
+    SourceTooLarge,
+    ValidationFailed,
+)
 
-
-class PayloadTooLarge(Exception):
-    """The request carries more than the API accepts (413)."""
-
-
+# The most specific class of the error decides (SourceTooLarge is a ValidationFailed).
 ERROR_STATUS: dict[type[ApplicationError], int] = {
+    SourceTooLarge: 413,
     ValidationFailed: 422,
     NotFound: 404,
     Conflict: 409,
@@ -54,7 +58,7 @@ def _error(api: NinjaAPI, request: HttpRequest, status: int, detail: str, code: 
 
 
 def _application_error(api: NinjaAPI, request: HttpRequest, exc: ApplicationError) -> HttpResponse:
-    status = next((s for cls, s in ERROR_STATUS.items() if isinstance(exc, cls)), 400)
+    status = next((ERROR_STATUS[cls] for cls in type(exc).__mro__ if cls in ERROR_STATUS), 400)
     return _error(api, request, status, exc.message, exc.code)
 
 
@@ -76,10 +80,6 @@ def _request_too_big(api: NinjaAPI, request: HttpRequest, exc: Exception) -> Htt
     return _error(api, request, 413, f"The request body is larger than {limit} bytes.", "too_large")
 
 
-def _payload_too_large(api: NinjaAPI, request: HttpRequest, exc: PayloadTooLarge) -> HttpResponse:
-    return _error(api, request, 413, str(exc), "too_large")
-
-
 def _not_found(api: NinjaAPI, request: HttpRequest, exc: Http404) -> HttpResponse:
     return _error(api, request, 404, "Not found.", "not_found")
 
@@ -95,7 +95,6 @@ HANDLERS: dict[type[Exception], Callable[..., HttpResponse]] = {
     NinjaValidationError: _validation_error,
     HttpError: _http_error,
     RequestDataTooBig: _request_too_big,
-    PayloadTooLarge: _payload_too_large,
     Http404: _not_found,
     RateLimited: _rate_limited,
 }
