@@ -108,6 +108,7 @@ def _hash_key(key: str) -> str:
 
 class ApiTokenQuerySet(models.QuerySet):
     def expired(self, now: datetime | None = None) -> "ApiTokenQuerySet":
+        """Tokens whose expiry is at or before ``now`` (default: the current time)."""
         return self.filter(expires_at__lte=now or timezone.now())
 
 
@@ -139,10 +140,12 @@ class ApiToken(models.Model):
 
     @staticmethod
     def hash_key(key: str) -> str:
+        """The stored form of ``key``: tokens are looked up by it, the key itself is never kept."""
         return _hash_key(key)
 
     @property
     def is_active(self) -> bool:
+        """Neither revoked nor expired."""
         return self.revoked_at is None and self.expires_at > timezone.now()
 
 

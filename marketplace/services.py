@@ -10,6 +10,7 @@ import hashlib
 import secrets
 from datetime import timedelta
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -33,13 +34,16 @@ from marketplace.front_matter import parse_front_matter
 from marketplace.models import ApiToken, Author, Component, Download, Notification, Rating
 from tasks.transaction import register_event, transactional
 
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser
+
 MAX_SOURCE_BYTES = 256 * 1024
 # last_used_at is written at most this often per token, so a busy client costs one UPDATE a
 # minute, not one per request.
 TOKEN_LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
-def author_get_or_create(*, user) -> Author:
+def author_get_or_create(*, user: AbstractBaseUser) -> Author:
     """The marketplace profile of ``user``, created on first use."""
     author, _ = Author.objects.get_or_create(user=user, defaults={"display_name": user.get_username()})
     return author
@@ -95,7 +99,7 @@ def component_upload(*, author: Author, name: str, source: str) -> Component:
 
 
 @transactional
-def component_upload_by_user(*, user, name: str, source: str) -> Component:
+def component_upload_by_user(*, user: AbstractBaseUser, name: str, source: str) -> Component:
     """Upload as ``user``, creating their author profile on first upload; a refused upload
     leaves no profile behind either (one transaction)."""
     author = author_get_or_create(user=user)
@@ -114,7 +118,7 @@ def component_new_version(*, component: Component, source: str) -> Component:
     return component
 
 
-def component_new_version_by_owner(*, slug: str, user, source: str) -> Component:
+def component_new_version_by_owner(*, slug: str, user: AbstractBaseUser, source: str) -> Component:
     """Replace the source of ``user``'s component ``slug``: NotFound, or PermissionDenied for others'."""
     component = selectors.component_get_visible(slug=slug, user_id=user.pk)
     if component.author.user_id != user.pk:
@@ -174,7 +178,7 @@ def _notify_author(component: Component, subject: str, body: str, key: str) -> N
 
 
 @transactional
-def component_rate(*, component: Component, user, score: int) -> Rating:
+def component_rate(*, component: Component, user: AbstractBaseUser, score: int) -> Rating:
     """Rate a component 1..5, once per user (a second rating updates the first)."""
     if not isinstance(score, int) or isinstance(score, bool) or not 1 <= score <= 5:
         raise ValidationFailed("A rating must be a whole number from 1 to 5.")
@@ -198,7 +202,7 @@ def component_rate(*, component: Component, user, score: int) -> Rating:
 
 
 @transactional
-def component_download(*, component: Component, user=None) -> Download:
+def component_download(*, component: Component, user: AbstractBaseUser | None = None) -> Download:
     """Record a download of a published component; the counter follows in the background."""
     if not Component.objects.filter(pk=component.pk, status=Component.Status.PUBLISHED).exists():
         raise NotFound("No published component with this name.")
@@ -263,7 +267,7 @@ def notifications_mark_read(*, user_id: int, notification_ids: list[int] | None 
     return queryset.update(read_at=timezone.now())
 
 
-def api_token_issue(*, user, name: str = "", days: int = 90) -> tuple[ApiToken, str]:
+def api_token_issue(*, user: AbstractBaseUser, name: str = "", days: int = 90) -> tuple[ApiToken, str]:
     """Issue a token; return it and its key, which is shown this once and stored only hashed."""
     token = ApiToken(user=user, name=name, expires_at=timezone.now() + timedelta(days=days))
     key = token.set_new_key()
