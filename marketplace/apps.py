@@ -8,12 +8,12 @@ class MarketplaceConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from marketplace import handlers, signals  # noqa: F401  (signals connect on import)
-        from tasks.bus import get_message_broker
+        """Subscribe the event handlers, connect the model signals, declare the job schedules."""
+        # Imported here, not at the top: these modules import models, which Django allows only
+        # once the app registry is ready. Importing jobs also registers its Celery tasks.
+        from marketplace import handlers, jobs, signals  # noqa: PLC0415
+        from tasks.bus import get_message_broker  # noqa: PLC0415
 
         handlers.register(get_message_broker())
-
-        # Periodic jobs: importing registers the tasks, declare_schedules() their defaults.
-        from marketplace import jobs
-
+        signals.connect()
         jobs.declare_schedules()
