@@ -1,4 +1,4 @@
-"""factory_boy factories for marketplace data."""
+"""factory_boy factories for marketplace data, and the component sources tests upload."""
 
 from datetime import timedelta
 
@@ -6,7 +6,7 @@ import factory
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from marketplace.models import ApiToken, Author, Component, Download, Rating
+from marketplace.models import ApiToken, Author, Component, Download, Notification, Rating
 
 VALID_SOURCE = """---
 name: {name}
@@ -46,6 +46,17 @@ class ComponentFactory(factory.django.DjangoModelFactory):
     source = factory.LazyAttribute(lambda c: VALID_SOURCE.format(name=c.name))
 
 
+class PublishedComponentFactory(ComponentFactory):
+    """A component as ``component_process_upload`` leaves a valid upload: published, with metadata."""
+
+    status = Component.Status.PUBLISHED
+    version = "1.0.0"
+    description = "A component for tests."
+    metadata = factory.LazyAttribute(
+        lambda c: {"name": c.name, "version": c.version, "description": c.description, "tags": ["test"]}
+    )
+
+
 class RatingFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = Rating
@@ -71,3 +82,13 @@ class ApiTokenFactory(factory.django.DjangoModelFactory):
     expires_at = factory.LazyFunction(lambda: timezone.now() + timedelta(days=30))
     key_hash = factory.Sequence(lambda n: f"{n:064x}")
     key_prefix = factory.Sequence(lambda n: f"{n:08x}")
+
+
+class NotificationFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Notification
+
+    user = factory.SubFactory(UserFactory)
+    subject = factory.Sequence(lambda n: f"Notification {n}")
+    body = "Something happened."
+    idempotency_key = factory.Sequence(lambda n: f"test-{n}")

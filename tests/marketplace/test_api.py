@@ -14,8 +14,14 @@ from marketplace.models import Author, Component, Download, Notification, Rating
 from marketplace.search import components_index
 from tasks.bus import NullBroker, override_message_broker
 from tests.marketplace.api_support import API, api_rate_limit_cache, bearer, issue_key  # noqa: F401
-from tests.marketplace.factories import VALID_SOURCE, AuthorFactory, ComponentFactory, UserFactory
-from tests.marketplace.more_factories import NotificationFactory, PublishedComponentFactory
+from tests.marketplace.factories import (
+    VALID_SOURCE,
+    AuthorFactory,
+    ComponentFactory,
+    NotificationFactory,
+    PublishedComponentFactory,
+    UserFactory,
+)
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("api_rate_limit_cache")]
 

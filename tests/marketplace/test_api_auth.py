@@ -11,8 +11,7 @@ from django.utils import timezone
 
 from marketplace.models import ApiToken, Component
 from tests.marketplace.api_support import API, api_rate_limit_cache, bearer, issue_key  # noqa: F401
-from tests.marketplace.factories import UserFactory
-from tests.marketplace.more_factories import PublishedComponentFactory
+from tests.marketplace.factories import PublishedComponentFactory, UserFactory
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("api_rate_limit_cache")]
 

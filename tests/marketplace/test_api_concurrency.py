@@ -20,8 +20,7 @@ from marketplace import services
 from marketplace.models import Component, Download, Rating
 from tasks.bus import NullBroker, TestBroker, override_message_broker
 from tests.marketplace.api_support import API, api_rate_limit_cache, bearer, issue_key  # noqa: F401
-from tests.marketplace.factories import UserFactory
-from tests.marketplace.more_factories import PublishedComponentFactory
+from tests.marketplace.factories import PublishedComponentFactory, UserFactory
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("api_rate_limit_cache")]
 

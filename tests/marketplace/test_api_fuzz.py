@@ -23,8 +23,7 @@ from schemathesis.specs.openapi.checks import (
 
 from config.wsgi import application
 from tests.marketplace.api_support import api_rate_limit_cache, bearer, issue_key  # noqa: F401
-from tests.marketplace.factories import AuthorFactory, UserFactory
-from tests.marketplace.more_factories import NotificationFactory, PublishedComponentFactory
+from tests.marketplace.factories import AuthorFactory, NotificationFactory, PublishedComponentFactory, UserFactory
 
 MAX_EXAMPLES = 30
 

@@ -12,8 +12,14 @@ from marketplace.selectors import search_components
 from marketplace.services import component_rate
 from tasks.bus import MemoryBroker, NullBroker, TestBroker, get_message_broker, override_message_broker
 from tasks.queues import DEFAULT, HIGH_PRIORITY, LOW_PRIORITY
-from tests.marketplace.factories import AuthorFactory, ComponentFactory, DownloadFactory, RatingFactory, UserFactory
-from tests.marketplace.more_factories import PublishedComponentFactory
+from tests.marketplace.factories import (
+    AuthorFactory,
+    ComponentFactory,
+    DownloadFactory,
+    PublishedComponentFactory,
+    RatingFactory,
+    UserFactory,
+)
 
 SOURCE = """---
 name: Fancy Button

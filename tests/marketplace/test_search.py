@@ -14,8 +14,7 @@ from marketplace.search import (
     components_search_index_rebuild,
 )
 from marketplace.selectors import search_components
-from tests.marketplace.factories import ComponentFactory
-from tests.marketplace.more_factories import PublishedComponentFactory
+from tests.marketplace.factories import ComponentFactory, PublishedComponentFactory
 
 pytestmark = pytest.mark.django_db
 

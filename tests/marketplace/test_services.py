@@ -23,8 +23,14 @@ from marketplace.models import ApiToken, Author, Component, Download, Notificati
 from marketplace.selectors import search_components
 from tasks.bus import NullBroker, TestBroker, override_message_broker
 from tasks.models import Outbox
-from tests.marketplace.factories import AuthorFactory, ComponentFactory, DownloadFactory, UserFactory
-from tests.marketplace.more_factories import NotificationFactory, PublishedComponentFactory
+from tests.marketplace.factories import (
+    AuthorFactory,
+    ComponentFactory,
+    DownloadFactory,
+    NotificationFactory,
+    PublishedComponentFactory,
+    UserFactory,
+)
 
 SOURCE = """---
 name: Fancy Button

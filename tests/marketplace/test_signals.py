@@ -10,8 +10,7 @@ from marketplace.events import ComponentDeleted
 from marketplace.models import Author, Component
 from tasks.bus import NullBroker, TestBroker, override_message_broker
 from tasks.models import Outbox
-from tests.marketplace.factories import AuthorFactory, ComponentFactory, RatingFactory
-from tests.marketplace.more_factories import PublishedComponentFactory
+from tests.marketplace.factories import AuthorFactory, ComponentFactory, PublishedComponentFactory, RatingFactory
 
 pytestmark = pytest.mark.django_db
 
