@@ -10,7 +10,7 @@ from marketplace import events, handlers
 from marketplace.models import Author, Component, Notification
 from marketplace.selectors import search_components
 from marketplace.services import component_rate
-from tasks.bus import MemoryBroker, NullBroker, TestBroker, get_message_broker, override_message_broker
+from tasks.bus import MemoryBroker, TestBroker, get_message_broker, override_message_broker
 from tasks.queues import DEFAULT, HIGH_PRIORITY, LOW_PRIORITY
 from tests.marketplace.factories import (
     AuthorFactory,
@@ -47,13 +47,6 @@ def wiring(broker) -> list[tuple]:
 
 def rated(component: Component, user, score: int) -> events.ComponentRated:
     return events.ComponentRated(component_id=component.pk, author_id=component.author_id, user_id=user.pk, score=score)
-
-
-@pytest.fixture
-def null_broker():
-    broker = NullBroker()
-    with override_message_broker(broker):
-        yield broker
 
 
 # --- wiring ---------------------------------------------------------------------------------

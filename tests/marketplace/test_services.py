@@ -21,7 +21,7 @@ from marketplace.events import (
 )
 from marketplace.models import ApiToken, Author, Component, Download, Notification, Rating
 from marketplace.selectors import search_components
-from tasks.bus import NullBroker, TestBroker, override_message_broker
+from tasks.bus import TestBroker, override_message_broker
 from tasks.models import Outbox
 from tests.marketplace.factories import (
     AuthorFactory,
@@ -51,19 +51,6 @@ def source_digest(source: str) -> str:
 def facts(messages) -> list[tuple[type, dict]]:
     """Each message as (type, its own fields): what a test can predict."""
     return [(type(m), {k: v for k, v in dataclasses.asdict(m).items() if k not in BASE_FIELDS}) for m in messages]
-
-
-@pytest.fixture
-def null_broker():
-    broker = NullBroker()
-    with override_message_broker(broker):
-        yield broker
-
-
-@pytest.fixture
-def committed(django_capture_on_commit_callbacks):
-    """``with committed():`` runs the on-commit callbacks (the publishes) at the end of the block."""
-    return lambda: django_capture_on_commit_callbacks(execute=True)
 
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("null_broker")]

@@ -8,23 +8,11 @@ from django.db import transaction
 
 from marketplace.events import ComponentDeleted
 from marketplace.models import Author, Component
-from tasks.bus import NullBroker, TestBroker, override_message_broker
+from tasks.bus import TestBroker, override_message_broker
 from tasks.models import Outbox
 from tests.marketplace.factories import AuthorFactory, ComponentFactory, PublishedComponentFactory, RatingFactory
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def null_broker():
-    broker = NullBroker()
-    with override_message_broker(broker):
-        yield broker
-
-
-@pytest.fixture
-def committed(django_capture_on_commit_callbacks):
-    return lambda: django_capture_on_commit_callbacks(execute=True)
 
 
 def deleted_facts(broker) -> list[dict]:
