@@ -114,7 +114,7 @@ def reload_costs() -> dict[str, float]:
     from django_celery_beat.schedulers import DatabaseScheduler
 
     from config.celery_app import app
-    from tasks.scheduler import PlatformScheduler
+    from tasks.scheduling.scheduler import PlatformScheduler
 
     platform = PlatformScheduler(app=app)
     initial_load = timed(platform.tick)

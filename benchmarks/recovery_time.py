@@ -46,7 +46,7 @@ def measure(broker_url: str, workdir: Path) -> list[float]:
     flag = workdir / f"flag-{time.monotonic_ns()}"
     env = process_env(CELERY_BROKER_URL=broker_url)
     worker = CeleryWorker(env=env, concurrency=HELD).start()
-    from tasks import dispatch
+    from tasks.messaging import deliveries as dispatch
 
     dispatch._pool = None  # publish to this broker
     try:

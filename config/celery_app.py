@@ -18,11 +18,11 @@ from celery import Celery
 from django.conf import settings
 from kombu import Exchange, Queue
 
-from tasks.queues import QUEUES
-from tasks.redis_transport import register_redis_transport
+from tasks.messaging.redis_transport import register_redis_transport
+from tasks.queues import DEFAULT, QUEUES
 
 # redis:// and rediss:// use kombu's Redis transport with a fix that keeps a worker alive when
-# Redis goes away (see tasks/redis_transport.py); amqp:// is untouched.
+# Redis goes away (see tasks/messaging/redis_transport.py); amqp:// is untouched.
 register_redis_transport()
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -62,9 +62,9 @@ app.conf.update(
         Queue(name, Exchange(name, type="direct", durable=True), routing_key=name, durable=True) for name in QUEUES
     ],
     task_routes=("tasks.queues.route_task",),
-    task_default_queue="default",
-    task_default_exchange="default",
-    task_default_routing_key="default",
+    task_default_queue=DEFAULT,
+    task_default_exchange=DEFAULT,
+    task_default_routing_key=DEFAULT,
     task_default_delivery_mode="persistent",
     task_create_missing_queues=False,
     worker_cancel_long_running_tasks_on_connection_loss=True,

@@ -27,7 +27,7 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[:
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
-    "tasks.admin_apps.PlatformAdminConfig",  # django.contrib.admin with the platform status page
+    "tasks.monitoring.admin_apps.PlatformAdminConfig",  # django.contrib.admin with the platform status page
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -148,7 +148,7 @@ CELERY_CACHE_BACKEND = "django-cache"
 CELERY_DB_REUSE_MAX = 1000
 # Scheduling (README "Scheduling"): one active Beat by a lease on the BeatHeartbeat row; a
 # standby takes over BEAT_LOCK_TTL seconds after the active one stops renewing it.
-CELERY_BEAT_SCHEDULER = "tasks.scheduler:PlatformScheduler"
+CELERY_BEAT_SCHEDULER = "tasks.scheduling.scheduler:PlatformScheduler"
 CELERY_BEAT_MAX_LOOP_INTERVAL = env.int("CELERY_BEAT_MAX_LOOP_INTERVAL", default=1)
 BEAT_LOCK_TTL = env.int("BEAT_LOCK_TTL", default=5)
 # Task results older than this are deleted by the celery.backend_cleanup job (seconds).
@@ -169,7 +169,7 @@ if not CELERY_TASK_SOFT_TIME_LIMIT < CELERY_TASK_TIME_LIMIT or 2 * CELERY_TASK_T
     )
 
 # --- Platform: delivery, retries, outbox ---------------------------------------------------
-# Exceptions (import paths) retried with backoff besides tasks.base.TransientError.
+# Exceptions (import paths) retried with backoff besides tasks.reliability.platform_task.TransientError.
 TASKS_RETRY_FOR = env.list("TASKS_RETRY_FOR", default=["django.db.utils.OperationalError"])
 TASKS_MAX_RETRIES = env.int("TASKS_MAX_RETRIES", default=5)
 # Backoff cap in seconds. It stays well below the visibility timeout: on Redis a worker holds a
@@ -241,7 +241,7 @@ STATUS_BROKER_TIMEOUT = env.float("STATUS_BROKER_TIMEOUT", default=2.5)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"task_context": {"()": "tasks.log_context.ContextFilter"}},
+    "filters": {"task_context": {"()": "tasks.reliability.log_context.ContextFilter"}},
     "formatters": {
         "structured": {
             "format": "%(asctime)s %(levelname)s %(name)s %(message)s "

@@ -1,6 +1,18 @@
-"""Admin for the platform's own tables. Schedules and monitoring register from their modules."""
+"""The platform's admin: every registration in one place, the classes in their capability's folder."""
 
-from tasks import (
-    platform_admin,  # noqa: F401  (dead letters, outbox, deliveries)
-    schedule_admin,  # noqa: F401
-)
+from django.contrib import admin
+from django_celery_beat.models import CrontabSchedule, PeriodicTask
+
+from tasks.models import DeadLetter, Delivery, Outbox, ScheduleChange
+from tasks.reliability.admin import DeadLetterAdmin, DeliveryAdmin, OutboxAdmin
+from tasks.scheduling.admin import CrontabScheduleAdmin, PeriodicTaskAdmin, ScheduleChangeAdmin
+
+admin.site.register(DeadLetter, DeadLetterAdmin)
+admin.site.register(Outbox, OutboxAdmin)
+admin.site.register(Delivery, DeliveryAdmin)
+admin.site.register(ScheduleChange, ScheduleChangeAdmin)
+# django-celery-beat registered its own: replaced by the ones operators can run.
+admin.site.unregister(PeriodicTask)
+admin.site.register(PeriodicTask, PeriodicTaskAdmin)
+admin.site.unregister(CrontabSchedule)
+admin.site.register(CrontabSchedule, CrontabScheduleAdmin)

@@ -1,18 +1,27 @@
 from django.apps import AppConfig
 
+from tasks.monitoring import publish_timestamps, task_metrics
+from tasks.reliability import worker_connections
+
 
 class TasksConfig(AppConfig):
-    """The task platform app."""
+    """The task platform app: connects its signal handlers, registers its health checks and
+    declares its housekeeping schedules."""
 
     name = "tasks"
     verbose_name = "Task platform"
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Monitoring: stamp published tasks with their send time, record task metrics in the
-        # workers, and register the health checks. Workers keep database connections per
-        # CONN_MAX_AGE.
-        from tasks import publish_timestamps, task_metrics, worker_connections  # noqa: F401
-        from tasks.health import register_platform_checks
+        # Imported here, not at the top: these modules import models, which Django allows only
+        # once the app registry is ready.
+        from tasks import tasks  # noqa: PLC0415
+        from tasks.monitoring import health  # noqa: PLC0415
+        from tasks.scheduling import history  # noqa: PLC0415
 
-        register_platform_checks()
+        history.connect()
+        publish_timestamps.connect()
+        task_metrics.connect()
+        worker_connections.connect()
+        health.register_platform_checks()
+        tasks.declare_schedules()

@@ -9,9 +9,9 @@ on final failure, structured logs); ``declare_schedule`` registers a job's defau
 written by ``manage.py sync_schedules``; ``Misfire`` and ``Overlap`` are its policies.
 """
 
-from tasks.base import PermanentError, PlatformTask, TransientError
 from tasks.models import SchedulePolicy
-from tasks.schedules import declare_schedule
+from tasks.reliability.platform_task import PermanentError, PlatformTask, TransientError
+from tasks.scheduling.declared import declare_schedule
 
 Misfire = SchedulePolicy.Misfire
 Overlap = SchedulePolicy.Overlap

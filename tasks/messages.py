@@ -1,4 +1,4 @@
-"""Domain events: ``Message``, the base of frozen dataclasses, its JSON form and type registry.
+"""Public API: domain events. ``Message``, the base of frozen dataclasses, its JSON form and type registry.
 
 A subclass is checked when its ``@dataclass(frozen=True)`` decorator has run: it must be frozen
 (Python itself refuses a non-frozen dataclass below a frozen one) and every field type must
@@ -20,6 +20,8 @@ from typing import Any, ClassVar
 
 SCALARS: tuple[type, ...] = (str, int, float, bool, uuid.UUID, datetime, date, Decimal)
 JSON_NATIVE: tuple[type, ...] = (str, int, float, bool)
+
+__all__ = ["Message", "MessageDefinitionError", "UnknownMessageType", "message_type_for", "registered_message_types"]
 
 _registry: dict[str, type[Message]] = {}
 

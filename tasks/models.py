@@ -2,6 +2,10 @@
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
+
+# The name of the Beat lease row (tasks.scheduling.lease takes it; health and metrics read it).
+BEAT_LEASE_NAME = "beat"
 
 
 class Outbox(models.Model):
@@ -106,6 +110,17 @@ class DeadLetter(models.Model):
     def __str__(self) -> str:
         return f"{self.task_name} {self.handler} ({self.exception_type})".strip()
 
+    @staticmethod
+    def failure_fields(exc: BaseException) -> dict[str, object]:
+        """The fields that describe a failure now: every dead letter is built from these."""
+        now = timezone.now()
+        return {
+            "exception_type": f"{type(exc).__module__}.{type(exc).__qualname__}",
+            "exception_message": str(exc),
+            "first_failed_at": now,
+            "last_failed_at": now,
+        }
+
 
 class BeatHeartbeat(models.Model):
     """The running Beat's leadership and liveness: one row per Beat lock name.
@@ -113,7 +128,7 @@ class BeatHeartbeat(models.Model):
     Written by the active Beat every tick; read by health checks and the status page.
     """
 
-    name = models.CharField(max_length=100, unique=True, default="beat")
+    name = models.CharField(max_length=100, unique=True, default=BEAT_LEASE_NAME)
     leader = models.CharField(max_length=255, blank=True, help_text="hostname:pid of the Beat holding the lock")
     started_at = models.DateTimeField(null=True, blank=True)
     last_tick_at = models.DateTimeField(null=True, blank=True)

@@ -1,4 +1,4 @@
-"""Queue names and routing: the platform has three queues, ``high``, ``default`` and ``low``."""
+"""Public API: queue names and routing; the platform has three queues, ``high``, ``default`` and ``low``."""
 
 from typing import Any
 
@@ -7,6 +7,8 @@ DEFAULT = "default"
 LOW_PRIORITY = "low"
 
 QUEUES = (HIGH_PRIORITY, DEFAULT, LOW_PRIORITY)
+
+__all__ = ["DEFAULT", "HIGH_PRIORITY", "LOW_PRIORITY", "QUEUES", "route_task", "validate_queue"]
 
 # Tasks that are not ours and cannot declare a queue themselves.
 TASK_QUEUES: dict[str, str] = {

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from tasks import monitoring_views
+from tasks.monitoring import views as monitoring_views
 
 app_name = "tasks"
 

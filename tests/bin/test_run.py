@@ -2,6 +2,7 @@
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -28,7 +29,6 @@ def _status(url: str) -> int:
 
 
 def _port_open(port: int) -> bool:
-    import socket
 
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) == 0
@@ -62,7 +62,7 @@ def test_make_run_starts_a_private_redis_and_every_process_then_stops_them_all(t
         # A task sent from a shell runs on the worker; get() reads its stored result.
         shell = subprocess.run(
             [sys.executable, "manage.py", "shell", "-c",
-             "from tasks.diagnostics import ping; print(ping.delay().get(timeout=30)['pong'])"],
+             "from tasks.tasks import ping; print(ping.delay().get(timeout=30)['pong'])"],
             check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=90,
         )  # fmt: skip
         assert shell.stdout.strip().endswith("True"), shell.stderr[-2000:]

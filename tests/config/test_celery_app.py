@@ -4,7 +4,7 @@ import pytest
 from django_celery_results.models import TaskResult
 
 from config.celery_app import app
-from tasks.diagnostics import ping
+from tasks.tasks import ping
 
 
 def test_reliability_flags_are_set_on_the_app():

@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
+import redis
 
 from config.celery_app import app
 from tests.support.processes import process_env
@@ -25,8 +26,6 @@ def purge_platform_queues() -> None:
 def clean_broker(transactional_db) -> Iterator[None]:
     """Committed data for subprocesses, and no message left over from another test."""
     if app.conf.broker_url.startswith("redis"):
-        import redis
-
         redis.Redis.from_url(app.conf.broker_url).flushdb()
     else:
         purge_platform_queues()

@@ -17,8 +17,8 @@ from django.db.models import Count
 from django.urls import reverse
 from django_celery_results.models import TaskResult
 
-from tasks.delivery import deliver
 from tasks.models import DeadLetter, Delivery, Outbox
+from tasks.reliability.deliver import deliver
 from tasks.transaction import register_event
 from tests.e2e.conftest import fast_recovery_env
 from tests.support.ledger.handlers import LedgerEvent, effects_summary
@@ -191,7 +191,7 @@ def test_failures_are_dead_lettered_with_traceback_after_the_retry_cap(clean_bro
     exhausted = DeadLetter.objects.get(handler__endswith="fail_until_flag")
     assert exhausted.reason == "retries exhausted"
     assert exhausted.attempts == 3
-    assert exhausted.exception_type == "tasks.base.TransientError"
+    assert exhausted.exception_type == "tasks.reliability.platform_task.TransientError"
     permanent = DeadLetter.objects.get(handler__endswith="fail_permanently")
     assert permanent.reason == "failed"
     assert permanent.attempts == 1  # a permanent error is not retried

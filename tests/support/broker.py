@@ -6,7 +6,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 
-from tasks import dispatch
+from tasks.messaging import deliveries as dispatch
 from tests.support.processes import free_port
 
 
@@ -15,7 +15,7 @@ def broker_down() -> Iterator[None]:
     """Point dispatch at a Redis port nothing listens on; restore the real pool afterwards.
 
     Celery reads ``CELERY_BROKER_WRITE_URL`` from the environment before its settings, and
-    ``tasks.dispatch._producer_pool`` builds its pool from ``connection_for_write`` when
+    ``tasks.messaging.deliveries._producer_pool`` builds its pool from ``connection_for_write`` when
     ``_pool`` is empty.
     """
     saved_pool, saved_url = dispatch._pool, os.environ.get("CELERY_BROKER_WRITE_URL")

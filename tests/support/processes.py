@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -140,7 +142,6 @@ class CeleryWorker(ManagedProcess):
 
 def free_port() -> int:
     """A TCP port nobody listens on right now (bind port 0, let the kernel choose)."""
-    import socket
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -153,7 +154,6 @@ class RedisServer(ManagedProcess):
     ready_marker = "Ready to accept connections"
 
     def __init__(self) -> None:
-        import shutil
 
         self.port = free_port()
         binary = shutil.which("redis-server") or "redis-server"
@@ -209,7 +209,6 @@ class DurableRedisServer(ManagedProcess):
     ready_marker = "Ready to accept connections"
 
     def __init__(self, data_dir: Path) -> None:
-        import shutil
 
         self.port = free_port()
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -246,7 +245,7 @@ class CeleryBeat(ManagedProcess):
     def __init__(
         self,
         *,
-        scheduler: str = "tasks.scheduler:PlatformScheduler",
+        scheduler: str = "tasks.scheduling.scheduler:PlatformScheduler",
         env: dict[str, str] | None = None,
         extra_args: tuple[str, ...] = (),
     ) -> None:

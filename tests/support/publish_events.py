@@ -22,8 +22,8 @@ def main() -> None:
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     django.setup()
-    from tasks.transaction import register_event
-    from tests.support.ledger.handlers import LedgerEvent
+    from tasks.transaction import register_event  # noqa: PLC0415 (after django.setup())
+    from tests.support.ledger.handlers import LedgerEvent  # noqa: PLC0415 (after django.setup())
 
     started = time.monotonic()
     for i in range(args.count):

@@ -2,9 +2,9 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
-from tasks.dead_letters import dead_letters_discard, dead_letters_requeue
-from tasks.dispatch import DispatchError
+from tasks.messaging.deliveries import DispatchError
 from tasks.models import DeadLetter
+from tasks.reliability.dead_letters import dead_letters_discard, dead_letters_requeue
 
 
 class Command(BaseCommand):

@@ -2,8 +2,9 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
-from tasks.dispatch import DispatchError
-from tasks.outbox import Relay
+from tasks.messaging.deliveries import DispatchError
+from tasks.messaging.relay import Relay
+from tasks.reliability.sweeper import deliveries_resend_stale
 
 
 class Command(BaseCommand):
@@ -14,7 +15,7 @@ class Command(BaseCommand):
         parser.add_argument("--interval", type=float, default=None, help="seconds between passes")
 
     def handle(self, *args, **options):
-        relay = Relay(interval=options["interval"])
+        relay = Relay(resend=deliveries_resend_stale, interval=options["interval"])
         if options["once"]:
             try:
                 sent = relay.run_once()

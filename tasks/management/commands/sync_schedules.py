@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django_celery_beat.models import PeriodicTask
 
-from tasks.schedules import declared_schedules, schedules_sync
+from tasks.scheduling.declared import declared_schedules, schedules_sync
 
 
 class Command(BaseCommand):

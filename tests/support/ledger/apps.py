@@ -8,6 +8,6 @@ class LedgerConfig(AppConfig):
 
     def ready(self) -> None:
         # Every process (tests, workers, relay, publishers) knows the same wiring, as in production.
-        from tests.support.ledger.handlers import register
+        from tests.support.ledger.handlers import register  # noqa: PLC0415 (handlers import models: only once apps are ready)
 
         register()

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from django.db.models import Count
 
-from tasks.base import TransientError
 from tasks.messages import Message
+from tasks.reliability.platform_task import TransientError
 from tests.support.ledger.models import Effect
 
 
@@ -63,7 +63,7 @@ def _mode_is(mode: str):
 
 def register() -> None:
     """One handler per ``mode``: the event's mode picks how its handler behaves."""
-    from tasks.bus import get_message_broker
+    from tasks.bus import get_message_broker  # noqa: PLC0415 (imported when registering, after app loading)
 
     broker = get_message_broker()
     broker.subscribe_async(LedgerEvent, record_effect, predicate=_mode_is(""))

@@ -1,0 +1,160 @@
+"""Subscriptions: which handler runs for which message type, in process or on a worker.
+
+``SubscriptionRegistry`` is what every broker keeps; ``tasks.bus`` builds the brokers on it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from django.utils.module_loading import import_string
+
+from tasks.messages import Message
+from tasks.queues import DEFAULT, validate_queue
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[Any], Any]
+Predicate = Callable[[Any], bool]
+
+
+class SubscriptionError(ValueError):
+    """A subscription that cannot work: a handler that cannot be imported by path, a bad queue."""
+
+
+def handler_path(handler: Handler) -> str:
+    """``module.function`` of a module-level function; SubscriptionError for anything else."""
+    module = getattr(handler, "__module__", None)
+    qualname = getattr(handler, "__qualname__", None)
+    if not module or not qualname or "<" in qualname or "." in qualname or module == "__main__":
+        raise SubscriptionError(
+            f"async handler {handler!r} must be a module-level function, importable by path "
+            "(no lambda, closure, method or partial): a worker process imports it by name"
+        )
+    path = f"{module}.{qualname}"
+    try:
+        importable = import_string(path) is handler
+    except ImportError:
+        importable = False
+    if not importable:
+        raise SubscriptionError(f"async handler {path} cannot be imported by that path, as a worker would")
+    return path
+
+
+def _describe(handler: Handler) -> str:
+    module = getattr(handler, "__module__", "?")
+    return f"{module}.{getattr(handler, '__qualname__', repr(handler))}"
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """One handler of one message type: sync (in process) or async (a Celery task on a queue)."""
+
+    message_type: type[Message]
+    handler: Handler
+    is_async: bool
+    queue_name: str | None = None
+    predicate: Predicate | None = None
+
+    @property
+    def handler_path(self) -> str:
+        return _describe(self.handler)
+
+    def wants(self, message: Message) -> bool:
+        return self.predicate is None or bool(self.predicate(message))
+
+
+class SubscriptionRegistry:
+    """Subscriptions by message type; the base of every broker."""
+
+    def __init__(self, subscriptions: list[Subscription] | None = None) -> None:
+        self._subscriptions: list[Subscription] = list(subscriptions or [])
+
+    def subscribe(self, message_type: type[Message], handler: Handler, predicate: Predicate | None = None) -> None:
+        """Run ``handler(message)`` in process when a ``message_type`` is published."""
+        self._add(Subscription(message_type, handler, is_async=False, predicate=predicate))
+
+    def subscribe_async(
+        self,
+        message_type: type[Message],
+        handler: Handler,
+        queue_name: str = DEFAULT,
+        predicate: Predicate | None = None,
+    ) -> None:
+        """Run ``handler(message)`` on a worker, one Celery task per message, on ``queue_name``.
+
+        The predicate runs at publish time: when it is false no task is sent at all.
+        """
+        handler_path(handler)
+        try:
+            validate_queue(queue_name)
+        except ValueError as exc:
+            raise SubscriptionError(str(exc)) from None
+        self._add(Subscription(message_type, handler, is_async=True, queue_name=queue_name, predicate=predicate))
+
+    def _add(self, subscription: Subscription) -> None:
+        if not (isinstance(subscription.message_type, type) and issubclass(subscription.message_type, Message)):
+            raise SubscriptionError(f"{subscription.message_type!r} is not a Message subclass")
+        for existing in self._subscriptions:
+            if (existing.message_type, existing.handler, existing.is_async) == (
+                subscription.message_type,
+                subscription.handler,
+                subscription.is_async,
+            ):
+                return  # subscribing the same handler twice is a no-op
+        self._subscriptions.append(subscription)
+
+    def subscriptions(self) -> list[Subscription]:
+        """Every subscription, in the order they were made."""
+        return list(self._subscriptions)
+
+    def subscriptions_for(self, message: Message) -> list[Subscription]:
+        """Subscriptions whose type the message is an instance of (subscribing to a base type
+        receives its subclasses), one per handler and mode: a handler subscribed to a type and
+        to its base still runs once per message."""
+        seen: set[tuple[Handler, bool]] = set()
+        wanted = []
+        for s in self._subscriptions:
+            if isinstance(message, s.message_type) and (s.handler, s.is_async) not in seen:
+                seen.add((s.handler, s.is_async))
+                wanted.append(s)
+        return wanted
+
+    def run_sync(self, message: Message) -> None:
+        """Run the sync handlers that want ``message``; each error is logged, none raised."""
+        for subscription in self.subscriptions_for(message):
+            if not subscription.is_async:
+                # One handler failing never stops the others.
+                _logging_errors(subscription, message, "sync handler failed", _run_if_wanted)
+
+    def async_wanted(self, message: Message) -> list[Subscription]:
+        """The async subscriptions whose predicate wants ``message`` (a failing predicate is logged)."""
+        return [
+            subscription
+            for subscription in self.subscriptions_for(message)
+            if subscription.is_async
+            and _logging_errors(subscription, message, "predicate failed; no delivery for this handler", _wants)
+        ]
+
+
+def _run_if_wanted(subscription: Subscription, message: Message) -> None:
+    if subscription.wants(message):
+        subscription.handler(message)
+
+
+def _wants(subscription: Subscription, message: Message) -> bool:
+    return subscription.wants(message)
+
+
+def _logging_errors(
+    subscription: Subscription, message: Message, what: str, call: Callable[[Subscription, Message], Any]
+) -> Any:
+    """``call(subscription, message)``; an error is logged with message_id and handler, not raised."""
+    try:
+        return call(subscription, message)
+    except Exception:
+        logger.exception(what, extra={"message_id": str(message.message_id), "handler": subscription.handler_path})
+        return None

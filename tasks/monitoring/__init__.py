@@ -1,0 +1,1 @@
+"""Monitoring: health checks, metrics, queue stats, the platform status page and its admin site."""

@@ -1,0 +1,70 @@
+"""The admin's platform status page: one screen with workers, queues, Beat, outbox, dead letters,
+recent failures, schedules and tasks per minute. Staff only (wrapped by ``admin_view``)."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.admin import AdminSite
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import NoReverseMatch, reverse
+
+from tasks.monitoring.status_snapshot import take_snapshot
+from tasks.scheduling.lease import beat_lateness
+
+CHART_HEIGHT = 120
+BAR_WIDTH = 10
+
+
+def admin_url(name: str, *args: object) -> str:
+    """The admin URL ``name``, or "" while the admin page does not exist (another module adds it)."""
+    try:
+        return reverse(f"admin:{name}", args=args)
+    except NoReverseMatch:
+        return ""
+
+
+def chart_bars(per_minute: list[dict]) -> list[dict]:
+    """SVG geometry for one bar per minute: total height, and the failed part at its foot."""
+    peak = max((minute["total"] for minute in per_minute), default=0) or 1
+    bars = []
+    for index, minute in enumerate(per_minute):
+        total = round(minute["total"] / peak * CHART_HEIGHT)
+        failed = round(minute["failed"] / peak * CHART_HEIGHT)
+        bars.append(
+            {
+                "x": index * BAR_WIDTH,
+                "total_y": CHART_HEIGHT - total,
+                "total_height": total,
+                "failed_y": CHART_HEIGHT - failed,
+                "failed_height": failed,
+                "label": f"{minute['minute']:%H:%M} UTC: {minute['total']} done, {minute['failed']} failed",
+            }
+        )
+    return bars
+
+
+def platform_status(request: HttpRequest, *, site: AdminSite) -> HttpResponse:
+    snapshot = take_snapshot()
+    dead_letter_list = admin_url("tasks_deadletter_changelist")
+    dead_letters = [{"row": row, "url": admin_url("tasks_deadletter_change", row.pk)} for row in snapshot.dead_letters]
+    context = {
+        **site.each_context(request),
+        "title": "Platform status",
+        "snapshot": snapshot,
+        "refresh_seconds": settings.STATUS_PAGE_REFRESH_SECONDS,
+        "beat_max_age": settings.HEALTH_BEAT_MAX_AGE,
+        "beat_late": bool(beat_lateness(snapshot.beat, max_age=settings.HEALTH_BEAT_MAX_AGE)),
+        "dead_letters": dead_letters,
+        "dead_letter_list_url": f"{dead_letter_list}?status__exact=dead" if dead_letter_list else "",
+        "periodic_task_list_url": admin_url("django_celery_beat_periodictask_changelist"),
+        "periodic_task_add_url": admin_url("django_celery_beat_periodictask_add"),
+        "task_result_list_url": admin_url("django_celery_results_taskresult_changelist"),
+        "outbox_list_url": admin_url("tasks_outbox_changelist"),
+        "flower_url": settings.FLOWER_URL,
+        "chart_bars": chart_bars(snapshot.per_minute),
+        "chart_width": BAR_WIDTH * len(snapshot.per_minute),
+        "chart_height": CHART_HEIGHT,
+        "chart_total": sum(minute["total"] for minute in snapshot.per_minute),
+    }
+    return TemplateResponse(request, "tasks/admin/platform_status.html", context)

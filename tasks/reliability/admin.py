@@ -1,0 +1,159 @@
+"""Admin for dead letters, the outbox and deliveries.
+
+A failed task is found and requeued in two clicks: open it from the dead letters list, press
+**Requeue**. The list's actions requeue or discard a selection, "select all" included, so a
+whole filtered set goes at once.
+"""
+
+from __future__ import annotations
+
+import json
+
+from django.contrib import admin, messages
+from django.http import HttpRequest, HttpResponseRedirect
+from django.urls import reverse
+from django.utils.html import format_html
+
+from tasks.admin_mixins import ReadOnlyAdminMixin
+from tasks.messaging.deliveries import DispatchError
+from tasks.models import DeadLetter, Delivery, Outbox
+from tasks.reliability.dead_letters import dead_letter_requeue, dead_letters_discard, dead_letters_requeue
+
+
+def _pretty_json(value: object) -> str:
+    return format_html("<pre style='white-space: pre-wrap'>{}</pre>", json.dumps(value, indent=2, sort_keys=True))
+
+
+class DeadLetterAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("id", "task_name", "handler", "reason", "exception_type", "attempts", "last_failed_at", "status")
+    list_display_links = ("id", "task_name")
+    list_filter = ("status", "reason", "task_name", "queue", "last_failed_at")
+    search_fields = ("task_name", "task_id", "handler", "message_type", "=message_id", "exception_message")
+    date_hierarchy = "last_failed_at"
+    actions = ("requeue_dead_letters", "discard_dead_letters")
+    change_form_template = "admin/tasks/deadletter/change_form.html"
+    fields = (
+        "status",
+        "task_name",
+        "task_id",
+        "queue",
+        "handler",
+        "message_type",
+        "message_id",
+        "reason",
+        "exception_type",
+        "exception_message",
+        "traceback_display",
+        "payload_display",
+        "args_display",
+        "kwargs_display",
+        "attempts",
+        "first_failed_at",
+        "last_failed_at",
+        "requeued_at",
+        "requeue_count",
+    )
+    readonly_fields = fields
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        # Viewing is what the change page is for here; requeue and discard are its buttons.
+        return request.user.has_perm("tasks.change_deadletter")
+
+    @admin.display(description="traceback")
+    def traceback_display(self, obj: DeadLetter) -> str:
+        return format_html("<pre style='white-space: pre-wrap'>{}</pre>", obj.traceback or "-")
+
+    @admin.display(description="message payload")
+    def payload_display(self, obj: DeadLetter) -> str:
+        return _pretty_json(obj.payload) if obj.payload is not None else "-"
+
+    @admin.display(description="args")
+    def args_display(self, obj: DeadLetter) -> str:
+        return _pretty_json(obj.args)
+
+    @admin.display(description="kwargs")
+    def kwargs_display(self, obj: DeadLetter) -> str:
+        return _pretty_json(obj.kwargs)
+
+    @admin.action(description="Requeue selected dead letters", permissions=["change"])
+    def requeue_dead_letters(self, request: HttpRequest, queryset) -> None:
+        try:
+            count = dead_letters_requeue(dead_letters=queryset)
+        except DispatchError as exc:
+            self.message_user(request, f"The broker is unavailable, nothing more was requeued: {exc}", messages.ERROR)
+            return
+        self.message_user(request, f"Requeued {count} dead letter(s).", messages.SUCCESS)
+
+    @admin.action(description="Discard selected dead letters", permissions=["change"])
+    def discard_dead_letters(self, request: HttpRequest, queryset) -> None:
+        count = dead_letters_discard(dead_letters=queryset)
+        self.message_user(request, f"Discarded {count} dead letter(s).", messages.SUCCESS)
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
+        if request.method == "POST" and ("_requeue" in request.POST or "_discard" in request.POST):
+            return self._act_on_one(request, object_id)
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def _act_on_one(self, request: HttpRequest, object_id: str) -> HttpResponseRedirect:
+        dead_letter = self.get_object(request, object_id)
+        if dead_letter is None or not self.has_change_permission(request, dead_letter):
+            self.message_user(request, "No such dead letter, or no permission.", messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:tasks_deadletter_changelist"))
+        if "_discard" in request.POST:
+            dead_letters_discard(dead_letters=DeadLetter.objects.filter(pk=dead_letter.pk))
+            self.message_user(request, f"Discarded dead letter {dead_letter.pk}.", messages.SUCCESS)
+        elif dead_letter.status == DeadLetter.Status.DEAD:
+            try:
+                dead_letter_requeue(dead_letter=dead_letter)
+                self.message_user(request, f"Requeued dead letter {dead_letter.pk}.", messages.SUCCESS)
+            except DispatchError as exc:
+                self.message_user(request, f"The broker is unavailable; try again: {exc}", messages.ERROR)
+        else:
+            self.message_user(request, f"Dead letter {dead_letter.pk} is {dead_letter.status}.", messages.WARNING)
+        return HttpResponseRedirect(reverse("admin:tasks_deadletter_change", args=[dead_letter.pk]))
+
+
+class OutboxAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("id", "message_type", "message_id", "created_at", "sent_at", "attempts")
+    list_filter = (("sent_at", admin.EmptyFieldListFilter), "message_type")
+    search_fields = ("=message_id", "message_type")
+    readonly_fields = (
+        "message_id",
+        "message_type",
+        "payload_display",
+        "created_at",
+        "sent_at",
+        "attempts",
+        "last_error",
+    )
+    fields = readonly_fields
+
+    @admin.display(description="payload")
+    def payload_display(self, obj: Outbox) -> str:
+        return _pretty_json(obj.payload)
+
+
+class DeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("id", "handler", "message_type", "queue", "status", "attempts", "send_count", "sent_at")
+    list_filter = ("status", "queue", "handler")
+    search_fields = ("=message_id", "handler", "message_type", "task_id")
+    readonly_fields = (
+        "message_id",
+        "handler",
+        "message_type",
+        "queue",
+        "status",
+        "task_id",
+        "sent_at",
+        "send_count",
+        "unfinished_starts",
+        "attempts",
+        "created_at",
+        "completed_at",
+        "payload_display",
+    )
+    fields = readonly_fields
+
+    @admin.display(description="payload")
+    def payload_display(self, obj: Delivery) -> str:
+        return _pretty_json(obj.payload)
