@@ -1,38 +1,29 @@
-"""Helpers shared by the API tests: tokens, auth headers, and the rate-limit cache in the tests' Redis."""
+"""Plain helpers of the API tests: the API's root, auth headers and the check of an error answer.
+
+Fixtures live in conftest.py files and factories in factories.py. ``issue_key`` and the
+``api_rate_limit_cache`` fixture are re-exported here only for tests/e2e/test_api_flow.py,
+which imports them from this module.
+"""
 
 from __future__ import annotations
 
-import os
-import uuid
-
-import pytest
-
-from marketplace import services
+from tests.marketplace.api.conftest import api_rate_limit_cache
+from tests.marketplace.factories import issue_key
 
 API = "/api/v1"
-
-
-def issue_key(user, **kwargs) -> str:
-    """A fresh API key of ``user`` (through the service, as the admin and the command do)."""
-    _, key = services.api_token_issue(user=user, **kwargs)
-    return key
 
 
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-@pytest.fixture
-def api_rate_limit_cache(settings):
-    """The rate-limit counters in the tests' Redis database, under a prefix of this test alone."""
-    settings.CACHES = {
-        **settings.CACHES,
-        "ratelimit": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": os.environ["TEST_REDIS_URL"],
-            "KEY_PREFIX": f"api-test-{uuid.uuid4().hex}",
-            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
-        },
-    }
-    settings.API_WRITE_RATE_LIMIT = "1000/m"
-    return settings
+def assert_error(response, status: int, code: str) -> dict:
+    """Check an error answer: its status, its code and a readable detail; return its body."""
+    assert response.status_code == status, response.content
+    body = response.json()
+    assert body["code"] == code
+    assert isinstance(body["detail"], str) and body["detail"]
+    return body
+
+
+__all__ = ["API", "api_rate_limit_cache", "assert_error", "bearer", "issue_key"]

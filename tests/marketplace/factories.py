@@ -6,6 +6,7 @@ import factory
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
+from marketplace import services
 from marketplace.models import ApiToken, Author, Component, Download, Notification, Rating
 
 VALID_SOURCE = """---
@@ -92,3 +93,9 @@ class NotificationFactory(factory.django.DjangoModelFactory):
     subject = factory.Sequence(lambda n: f"Notification {n}")
     body = "Something happened."
     idempotency_key = factory.Sequence(lambda n: f"test-{n}")
+
+
+def issue_key(user, **kwargs) -> str:
+    """A fresh API key of ``user`` (through the service, as the admin and the command do)."""
+    _, key = services.api_token_issue(user=user, **kwargs)
+    return key

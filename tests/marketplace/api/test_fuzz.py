@@ -22,8 +22,14 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from config.wsgi import application
-from tests.marketplace.api_support import api_rate_limit_cache, bearer, issue_key  # noqa: F401
-from tests.marketplace.factories import AuthorFactory, NotificationFactory, PublishedComponentFactory, UserFactory
+from tests.marketplace.api_support import bearer
+from tests.marketplace.factories import (
+    AuthorFactory,
+    NotificationFactory,
+    PublishedComponentFactory,
+    UserFactory,
+    issue_key,
+)
 
 MAX_EXAMPLES = 30
 
