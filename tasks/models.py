@@ -42,6 +42,7 @@ class Delivery(models.Model):
         RUNNING = "running", "Running"
         DONE = "done", "Done"
         DEAD = "dead", "Dead-lettered"
+        UNPLANNED = "unplanned", "Predicate failed; planned again by the relay"
 
     message_id = models.UUIDField()
     handler = models.CharField(max_length=255)
@@ -58,6 +59,7 @@ class Delivery(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     completed_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True, help_text="Why the last attempt to plan or send it failed.")
 
     class Meta:
         verbose_name_plural = "deliveries"
@@ -69,7 +71,9 @@ class Delivery(models.Model):
                 fields=["sent_at"],
                 condition=models.Q(status__in=["pending", "running"]),
                 name="delivery_unfinished_idx",
-            )
+            ),
+            # Pruning walks finished rows oldest first.
+            models.Index(fields=["completed_at"], condition=models.Q(status="done"), name="delivery_done_idx"),
         ]
 
     def __str__(self) -> str:
@@ -83,6 +87,7 @@ class DeadLetter(models.Model):
         DEAD = "dead", "Dead"
         REQUEUED = "requeued", "Requeued"
         DISCARDED = "discarded", "Discarded"
+        RESOLVED = "resolved", "Resolved: its delivery was already done"
 
     task_name = models.CharField(max_length=255, db_index=True)
     task_id = models.CharField(max_length=255, blank=True)
