@@ -17,6 +17,17 @@ tags: [test]
 ---
 print("hello")
 """
+# A valid upload whose metadata tests check after processing.
+FANCY_BUTTON_SOURCE = """---
+name: Fancy Button
+version: 2.1.0
+description: A button that sparkles when pressed.
+tags: [ui, button]
+---
+export const Button = () => null;
+"""
+# Front matter without the required version and description: processing rejects it.
+INVALID_SOURCE = "---\nname: Broken\n---\nx"
 
 
 class UserFactory(factory.django.DjangoModelFactory):
