@@ -13,7 +13,7 @@ from django_celery_results.models import TaskResult
 from marketplace.jobs import calculate_daily_stats, cleanup_expired_tokens, refresh_search_index
 from marketplace.models import ApiToken, Component, DailyStats, Download, Rating
 from marketplace.selectors import search_components
-from tasks.schedules import declared_schedules, periodic_task_run_now, schedules_sync
+from tasks.scheduling.declared import declared_schedules, periodic_task_run_now, schedules_sync
 from tests.marketplace.factories import (
     ApiTokenFactory,
     AuthorFactory,
