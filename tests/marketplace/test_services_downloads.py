@@ -19,9 +19,6 @@ from tests.marketplace.factories import (
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("null_broker")]
 
 
-# --- component_download and download counts ------------------------------------------------
-
-
 @pytest.mark.parametrize("anonymous", [False, True], ids=["user", "anonymous"])
 def test_download_records_a_row_and_registers_component_downloaded(committed, anonymous, published_facts):
     component = PublishedComponentFactory()

@@ -17,9 +17,6 @@ from tests.marketplace.factories import (
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("null_broker")]
 
 
-# --- notifications --------------------------------------------------------------------------
-
-
 def test_notification_is_stored_and_emailed_once_when_sent_twice_with_one_key(mailoutbox):
     user = UserFactory(email="ada@example.com")
 

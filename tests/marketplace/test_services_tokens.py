@@ -14,9 +14,6 @@ from tests.marketplace.factories import (
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("null_broker")]
 
 
-# --- api_token_issue ------------------------------------------------------------------------
-
-
 def test_issued_api_key_is_stored_only_as_its_hash():
     user = UserFactory()
 

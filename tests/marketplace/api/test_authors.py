@@ -10,9 +10,6 @@ from tests.marketplace.factories import ComponentFactory
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("api_rate_limit_cache")]
 
 
-# --- authors -------------------------------------------------------------------------------
-
-
 def test_author_profile_shows_reputation_and_published_components(client, alice, published):
     author = published.author
     author.reputation = "4.50"

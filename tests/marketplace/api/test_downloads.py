@@ -13,9 +13,6 @@ from tests.marketplace.factories import AuthorFactory, ComponentFactory
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("api_rate_limit_cache")]
 
 
-# --- download ------------------------------------------------------------------------------
-
-
 def test_download_returns_the_source_records_it_and_registers_component_downloaded(
     client, published, bob, bob_key, events
 ):

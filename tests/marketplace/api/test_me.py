@@ -12,9 +12,6 @@ from tests.marketplace.factories import AuthorFactory, ComponentFactory, Notific
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("api_rate_limit_cache")]
 
 
-# --- the caller's components and notifications --------------------------------------------------
-
-
 def test_my_components_lists_the_callers_components_in_every_status(client, alice, bob, alice_key):
     author = AuthorFactory(user=alice)
     pending = ComponentFactory(author=author)

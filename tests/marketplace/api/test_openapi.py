@@ -9,9 +9,6 @@ from tests.marketplace.api_support import API
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("api_rate_limit_cache")]
 
 
-# --- the document ----------------------------------------------------------------------------
-
-
 def test_openapi_document_lists_every_endpoint_with_bearer_security(client):
     schema = client.get(f"{API}/openapi.json").json()
 

@@ -13,9 +13,6 @@ from tests.marketplace.factories import AuthorFactory, ComponentFactory
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("api_rate_limit_cache")]
 
 
-# --- rating --------------------------------------------------------------------------------
-
-
 def rate(client, slug: str, key: str | None, score) -> object:
     headers = bearer(key) if key else {}
     return client.put(
