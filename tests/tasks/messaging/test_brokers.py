@@ -1,9 +1,6 @@
 """Contract tests of the brokers: Memory, Null and Test brokers, ``get_message_broker`` and
 ``override_message_broker`` (DESIGN.md section 4)."""
 
-import base64
-import json
-
 import pytest
 
 from tasks.bus import (
@@ -37,6 +34,7 @@ from tests.support.bus import (
     record_other,
     record_sync,
 )
+from tests.support.queues import queued_messages
 
 # --- NullBroker ------------------------------------------------------------------------------------
 
@@ -230,19 +228,6 @@ def test_nested_override_with_the_same_broker_twice_restores_the_one_in_between(
 
 
 # --- MemoryBroker async dispatch through the tests' Redis (no worker) --------------------------------
-
-
-def queued_messages(redis_client, queue: str) -> list[dict]:
-    """The Celery task messages waiting in a Redis queue list, decoded."""
-    messages = []
-    for raw in redis_client.lrange(queue, 0, -1):
-        envelope = json.loads(raw)
-        body = envelope["body"]
-        if envelope["properties"].get("body_encoding") == "base64":
-            body = base64.b64decode(body)
-        args, _kwargs, _ = json.loads(body)
-        messages.append({"task": envelope["headers"]["task"], "id": envelope["headers"]["id"], "args": args})
-    return messages
 
 
 @pytest.mark.django_db(transaction=True)  # publishing waits for a commit

@@ -1,0 +1,33 @@
+"""Read the Celery task messages waiting in a Redis queue, as a worker would receive them."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import redis as redis_lib
+
+
+def queued_messages(redis_client: redis_lib.Redis, queue: str) -> list[dict]:
+    """The task messages waiting in ``queue``, oldest first (kombu LPUSHes, a worker BRPOPs).
+
+    Each is a dict with the task ``name``, its ``id``, ``args``, ``kwargs`` and ``argsrepr``.
+    """
+    messages = []
+    for raw in reversed(redis_client.lrange(queue, 0, -1)):
+        envelope = json.loads(raw)
+        body = envelope["body"]
+        if envelope["properties"].get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        args, kwargs, _ = json.loads(body)
+        headers = envelope["headers"]
+        messages.append(
+            {
+                "task": headers["task"],
+                "id": headers["id"],
+                "args": args,
+                "kwargs": kwargs,
+                "argsrepr": headers.get("argsrepr"),
+            }
+        )
+    return messages
