@@ -2,10 +2,8 @@
 grace period, oldest first, in batches; it survives a broker outage and stops cleanly
 (DESIGN.md section 5, issue 4)."""
 
-import base64
 import contextlib
 import io
-import json
 import signal
 import threading
 import time
@@ -26,10 +24,10 @@ from tasks.messaging import relay as outbox
 from tasks.messaging.deliveries import DispatchError
 from tasks.messaging.relay import Relay, outbox_relay_once
 from tasks.models import DeadLetter, Delivery, Outbox
-from tasks.reliability.dead_letters import dead_letter_requeue
 from tasks.reliability.sweeper import deliveries_resend_stale
 from tasks.transaction import register_event, transactional
 from tests.support.broker import broker_down
+from tests.support.queues import queued_messages
 
 MODULE = __name__
 GRACE = timedelta(seconds=5)
@@ -92,13 +90,7 @@ def sent_ids() -> set[uuid.UUID]:
 
 def queued_message_ids(redis_client, queue: str = "default") -> list[str]:
     """Message ids of the delivery tasks in a Redis queue, in the order they were sent."""
-
-    ids = []
-    for raw in reversed(redis_client.lrange(queue, 0, -1)):  # kombu LPUSHes, workers BRPOP
-        envelope = json.loads(raw)
-        args, _, _ = json.loads(base64.b64decode(envelope["body"]))
-        ids.append(args[0]["data"]["message_id"])
-    return ids
+    return [sent["args"][0]["data"]["message_id"] for sent in queued_messages(redis_client, queue)]
 
 
 # --- outbox_relay_once ------------------------------------------------------------------------------
@@ -200,17 +192,6 @@ def test_relay_dead_letters_an_unreadable_row_and_sends_the_others(memory_broker
     assert dead.payload == unreadable.payload
     assert good.message_id in sent_ids()
     assert redis_client.llen("default") == 1
-
-
-def test_requeueing_an_unreadable_row_gives_it_back_to_the_relay(memory_broker):
-    unreadable = Outbox.objects.create(
-        message_id=uuid.uuid4(), message_type="no.such.Type", payload={"type": "no.such.Type", "data": {}}
-    )
-    Outbox.objects.filter(pk=unreadable.pk).update(created_at=timezone.now() - timedelta(minutes=2))
-    outbox_relay_once(grace=GRACE)
-    dead_letter_requeue(dead_letter=DeadLetter.objects.get(message_id=unreadable.message_id))
-    unreadable.refresh_from_db()
-    assert unreadable.sent_at is None
 
 
 def test_an_unreadable_row_is_not_retried_forever(memory_broker):
@@ -338,18 +319,36 @@ def unfinished_delivery(*, status: str, sent_ago: timedelta) -> Delivery:
 
 
 def test_relay_pass_resends_deliveries_sent_long_ago_and_never_finished(null_broker, redis_client, settings):
+    # The wiring: a pass ends with the sweeper it was given (what it re-sends: test_sweeper.py).
     stale_after = timedelta(seconds=settings.DELIVERY_RESEND_AFTER)
     stale = unfinished_delivery(status=Delivery.Status.PENDING, sent_ago=stale_after * 2)
-    unfinished_delivery(status=Delivery.Status.DONE, sent_ago=stale_after * 2)
-    unfinished_delivery(status=Delivery.Status.RUNNING, sent_ago=timedelta(0))
 
     assert Relay(resend=deliveries_resend_stale).run_once() == 1
-    assert redis_client.llen("low") == 1
     assert queued_message_ids(redis_client, "low") == [str(stale.message_id)]
-    stale.refresh_from_db()
-    assert stale.send_count == 2
-    assert stale.sent_at > timezone.now() - stale_after
     assert Relay(resend=deliveries_resend_stale).run_once() == 0  # not again until it is stale again
+
+
+def test_relay_pass_resends_after_draining_the_outbox_and_counts_both_when_both_send(null_broker):
+    for n in range(3):
+        unsent_row(ItemStored(item_id=n), age=timedelta(minutes=1))
+    unsent_when_resend_ran = []
+
+    def resend() -> int:
+        unsent_when_resend_ran.append(Outbox.objects.filter(sent_at__isnull=True).count())
+        return 2
+
+    assert Relay(resend=resend).run_once() == 3 + 2
+    assert unsent_when_resend_ran == [0]
+
+
+def test_relay_outbox_command_resends_stale_deliveries_when_run_once(null_broker, redis_client, settings):
+    stale = unfinished_delivery(
+        status=Delivery.Status.RUNNING, sent_ago=timedelta(seconds=settings.DELIVERY_RESEND_AFTER + 60)
+    )
+    out = io.StringIO()
+    call_command("relay_outbox", "--once", stdout=out)
+    assert out.getvalue().strip() == "sent 1"
+    assert queued_message_ids(redis_client, "low") == [str(stale.message_id)]
 
 
 # --- relay_outbox command -----------------------------------------------------------------------------
