@@ -1,13 +1,13 @@
 """PlatformScheduler: one active Beat, misfire and overlap policies, incremental reloads.
 
-The first tests drive the scheduler in this process (its lease, reloads and policies, step
-by step); the slow ones run real ``celery beat`` processes against the test database.
+The first tests drive the scheduler in this process (its reloads and policies, step by step;
+its lease is in test_lease.py); the slow ones run real ``celery beat`` processes against the
+test database.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import time
 from datetime import datetime, timedelta
 from itertools import pairwise
@@ -17,39 +17,11 @@ from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask, PeriodicTasks
 from django_celery_results.models import TaskResult
 
-from config.celery_app import app as celery_app
-from tasks.models import BEAT_LEASE_NAME, BeatHeartbeat, ScheduleChange, SchedulePolicy
+from tasks.models import ScheduleChange, SchedulePolicy
 from tasks.scheduling.scheduler import PlatformScheduler
 from tests.support.schedule_tasks import SLOW
+from tests.support.scheduling import lock_row, messages
 from tests.support.waiting import wait_until
-
-SCHEDULER_LOG = "tasks.scheduling"  # the scheduler and its lease, mirror and policies
-
-
-@pytest.fixture
-def make_scheduler(transactional_db, redis_client):
-    """In-process schedulers with their own identities; closed after the test."""
-    made: list[PlatformScheduler] = []
-
-    def make(identity: str) -> PlatformScheduler:
-        scheduler = PlatformScheduler(app=celery_app)
-        scheduler.lease.identity = identity
-        made.append(scheduler)
-        return scheduler
-
-    yield make
-    for scheduler in made:
-        scheduler.close()
-
-
-@pytest.fixture
-def scheduler_log(caplog):
-    caplog.set_level(logging.INFO, logger=SCHEDULER_LOG)
-    return caplog
-
-
-def messages(caplog) -> list[str]:
-    return [record.getMessage() for record in caplog.records if record.name.startswith(SCHEDULER_LOG)]
 
 
 def interval(seconds: int) -> IntervalSchedule:
@@ -62,56 +34,9 @@ def periodic_task(name: str, *, every: int, task: str = "tasks.ping", misfire="r
     return created
 
 
-def lock_row() -> BeatHeartbeat:
-    return BeatHeartbeat.objects.get(name=BEAT_LEASE_NAME)
-
-
 def check_changes_now(scheduler: PlatformScheduler) -> None:
     # The scheduler reads PeriodicTasks.last_update once a second; a test does not wait for it.
     scheduler._next_change_check = 0
-
-
-# --- The lease ------------------------------------------------------------------------
-def test_one_scheduler_holds_the_lock_and_writes_the_heartbeat_while_another_stands_by(make_scheduler):
-    active, standby = make_scheduler("host-a:1"), make_scheduler("host-b:2")
-
-    active.tick()
-    standby.tick()
-
-    row = lock_row()
-    assert (row.leader, active.lease.leader, standby.lease.leader) == ("host-a:1", True, False)
-    assert row.started_at is not None and row.last_tick_at is not None
-    first_tick = row.last_tick_at
-    active.lease._last_renew = 0  # renewals happen once a second; force one
-    active.tick()
-    assert lock_row().last_tick_at > first_tick
-
-
-def test_a_standby_takes_over_an_expired_lease_and_the_old_leader_stands_down(make_scheduler, scheduler_log):
-    active, standby = make_scheduler("host-a:1"), make_scheduler("host-b:2")
-    active.tick()
-    BeatHeartbeat.objects.filter(name=BEAT_LEASE_NAME).update(last_tick_at=timezone.now() - timedelta(seconds=30))
-
-    standby.lease._next_attempt = 0
-    standby.tick()
-    active.lease._last_renew = 0
-    active.tick()
-
-    assert (lock_row().leader, standby.lease.leader, active.lease.leader) == ("host-b:2", True, False)
-    assert "PlatformScheduler: host-a:1 lost the Beat lock; standing by" in messages(scheduler_log)
-
-
-def test_a_live_lease_is_not_taken_and_closing_the_active_scheduler_releases_it(make_scheduler):
-    active, standby = make_scheduler("host-a:1"), make_scheduler("host-b:2")
-    active.tick()
-    standby.tick()
-    assert lock_row().leader == "host-a:1"
-
-    active.close()
-    standby.lease._next_attempt = 0
-    standby.tick()
-
-    assert lock_row().leader == "host-b:2"
 
 
 # --- Incremental reloads ----------------------------------------------------------------
