@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -44,3 +45,19 @@ def admin_client_logged_in(client, superuser):
 def fast_password_hashing(settings):
     """PBKDF2 costs most of a test's time; hashing strength is not under test here."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def api_rate_limit_cache(settings):
+    """The rate-limit counters in the tests' Redis database, under a prefix of this test alone."""
+    settings.CACHES = {
+        **settings.CACHES,
+        "ratelimit": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": os.environ["TEST_REDIS_URL"],
+            "KEY_PREFIX": f"api-test-{uuid.uuid4().hex}",
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        },
+    }
+    settings.API_WRITE_RATE_LIMIT = "1000/m"
+    return settings

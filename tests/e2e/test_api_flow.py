@@ -7,8 +7,8 @@ import pytest
 from django.test import Client
 
 from marketplace.models import Author
-from tests.marketplace.api_support import API, api_rate_limit_cache, bearer, issue_key  # noqa: F401
-from tests.marketplace.factories import UserFactory
+from tests.marketplace.factories import UserFactory, issue_key
+from tests.support.api import API, bearer
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.broker, pytest.mark.usefixtures("api_rate_limit_cache")]

@@ -10,8 +10,8 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from marketplace.models import ApiToken
-from tests.marketplace.api_support import API, bearer
 from tests.marketplace.factories import UserFactory
+from tests.support.api import API, bearer
 
 pytestmark = pytest.mark.django_db
 

@@ -1,31 +1,12 @@
 """Fixtures of the API tests: two users with keys, a published component, the events a request
-registers, and the rate-limit counters in the tests' Redis."""
+registers (the rate-limit counters' fixture is in tests/conftest.py, shared with tests/e2e)."""
 
 from __future__ import annotations
-
-import os
-import uuid
 
 import pytest
 
 from tasks.bus import NullBroker, override_message_broker
 from tests.marketplace.factories import AuthorFactory, PublishedComponentFactory, UserFactory, issue_key
-
-
-@pytest.fixture
-def api_rate_limit_cache(settings):
-    """The rate-limit counters in the tests' Redis database, under a prefix of this test alone."""
-    settings.CACHES = {
-        **settings.CACHES,
-        "ratelimit": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": os.environ["TEST_REDIS_URL"],
-            "KEY_PREFIX": f"api-test-{uuid.uuid4().hex}",
-            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
-        },
-    }
-    settings.API_WRITE_RATE_LIMIT = "1000/m"
-    return settings
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ import pytest
 from django.utils import timezone
 
 from marketplace.models import ApiToken, Component
-from tests.marketplace.api_support import API, bearer
 from tests.marketplace.factories import PublishedComponentFactory, UserFactory, issue_key
+from tests.support.api import API, bearer
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("api_rate_limit_cache")]
 

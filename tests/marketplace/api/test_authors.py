@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.marketplace.api_support import API, assert_error
 from tests.marketplace.factories import ComponentFactory
+from tests.support.api import API, assert_error
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("api_rate_limit_cache")]
 

@@ -12,8 +12,8 @@ from marketplace import services
 from marketplace.events import ComponentUploaded
 from marketplace.models import Author, Component
 from marketplace.search import components_index
-from tests.marketplace.api_support import API, assert_error, bearer
 from tests.marketplace.factories import VALID_SOURCE, AuthorFactory, ComponentFactory, PublishedComponentFactory
+from tests.support.api import API, assert_error, bearer
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("api_rate_limit_cache")]
 

@@ -19,8 +19,8 @@ from django.test import Client
 from marketplace import services
 from marketplace.models import Component, Download, Rating
 from tasks.bus import NullBroker, TestBroker, override_message_broker
-from tests.marketplace.api_support import API, bearer
 from tests.marketplace.factories import PublishedComponentFactory, UserFactory, issue_key
+from tests.support.api import API, bearer
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("api_rate_limit_cache")]
 

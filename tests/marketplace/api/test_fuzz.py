@@ -22,7 +22,6 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from config.wsgi import application
-from tests.marketplace.api_support import bearer
 from tests.marketplace.factories import (
     AuthorFactory,
     NotificationFactory,
@@ -30,6 +29,7 @@ from tests.marketplace.factories import (
     UserFactory,
     issue_key,
 )
+from tests.support.api import bearer
 
 MAX_EXAMPLES = 30
 

@@ -6,8 +6,8 @@ import pytest
 from django.utils import timezone
 
 from marketplace.models import Component, Notification
-from tests.marketplace.api_support import API, assert_error, bearer
 from tests.marketplace.factories import AuthorFactory, ComponentFactory, NotificationFactory
+from tests.support.api import API, assert_error, bearer
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("api_rate_limit_cache")]
 

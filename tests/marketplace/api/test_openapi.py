@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.marketplace.api_support import API
+from tests.support.api import API
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("api_rate_limit_cache")]
 

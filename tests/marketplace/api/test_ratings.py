@@ -7,8 +7,8 @@ import pytest
 
 from marketplace.events import ComponentRated
 from marketplace.models import Rating
-from tests.marketplace.api_support import API, assert_error, bearer
 from tests.marketplace.factories import AuthorFactory, ComponentFactory
+from tests.support.api import API, assert_error, bearer
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("api_rate_limit_cache")]
 
