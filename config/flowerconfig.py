@@ -26,6 +26,10 @@ if not (flower_options.basic_auth or (flower_options.auth and flower_options.aut
     )
 
 # Tasks and workers survive a Flower restart: state in VAR_DIR, saved every minute and on exit.
+# The state is a shelve, that is a pickle: whoever can write the file runs code as Flower when
+# it loads it. Flower's files are therefore created owner-only (this process's umask), and the
+# file must never come from anywhere else (README "Security model").
+os.umask(0o077)
 persistent = True
 db = os.environ.get("FLOWER_DB", str(settings.VAR_DIR / "flower.db"))
 state_save_interval = 60_000

@@ -16,11 +16,15 @@ VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 env = environ.Env()
 
-DEBUG = env.bool("DEBUG", default=True)
+# Off unless turned on: production that forgets DEBUG=0 must not serve tracebacks. `make run`
+# (bin/run.py) and the test suite turn it on for local use.
+DEBUG = env.bool("DEBUG", default=False)
 SECRET_KEY = env.str("SECRET_KEY", default="")
 if not SECRET_KEY:
     if not DEBUG:
-        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
+        raise ImproperlyConfigured(
+            "SECRET_KEY must be set when DEBUG is off (production); for local use set DEBUG=1, as `make run` does."
+        )
     SECRET_KEY = "insecure-local-development-key-never-use-in-production"  # noqa: S105 (DEBUG only)
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
@@ -133,8 +137,14 @@ if HTTPS:
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
-    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
-    SECURE_HSTS_PRELOAD = True
+    # Both bind more than this site (every subdomain; browsers' preload lists, for months after
+    # a removal request), so the operator opts in; check --deploy is told that is deliberate.
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+    SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+    SILENCED_SYSTEM_CHECKS = [
+        *([] if SECURE_HSTS_INCLUDE_SUBDOMAINS else ["security.W005"]),
+        *([] if SECURE_HSTS_PRELOAD else ["security.W021"]),
+    ]
 
 # --- Celery ---------------------------------------------------------------------------
 # Read by config/celery_app.py through namespace="CELERY"; reliability flags live there.

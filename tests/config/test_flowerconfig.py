@@ -1,6 +1,7 @@
 """Flower as the Procfile runs it (``--conf=config/flowerconfig.py``): behind auth, API included."""
 
 import base64
+import stat
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -37,9 +38,13 @@ def test_flower_refuses_requests_without_the_right_credentials(flower):
     assert http_status(flower.url + "api/workers", "ops:s3cret-pw") == 200
 
 
-def test_flower_keeps_its_state_in_its_db_file(flower):
+def test_flower_keeps_its_state_in_its_db_file_readable_by_its_owner_only(flower):
     db = Path(flower.env["FLOWER_DB"])
-    assert any(path.name.startswith(db.name) for path in db.parent.iterdir())
+    files = [path for path in db.parent.iterdir() if path.name.startswith(db.name)]
+    assert files
+    # A pickle: anyone who could write it would run code as Flower.
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, oct(path.stat().st_mode)
 
 
 @pytest.mark.parametrize("debug", ["1", "0"])

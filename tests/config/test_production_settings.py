@@ -82,9 +82,29 @@ def test_pages_with_static_files_render_in_production_after_collectstatic(tmp_pa
     assert "PAGE /api/v1/docs 200" in lines
     assert "PAGE /admin/login/ 200" in lines
     assert "PAGE /api/v1/openapi.json 200" in lines
-    assert "HSTS max-age=31536000; includeSubDomains; preload" in lines
+    # includeSubDomains and preload bind every subdomain (and, once preloaded, browsers for
+    # months): an operator opts in, the settings do not.
+    assert "HSTS max-age=31536000" in lines
     # The proxy says the client came over plain HTTP: redirected to HTTPS.
     assert "PLAIN 301 https://example.com/api/v1/openapi.json" in lines
+
+
+def test_hsts_covers_subdomains_and_asks_for_preload_only_when_the_operator_opts_in(tmp_path):
+    env = production_env(VAR_DIR=str(tmp_path), SECURE_HSTS_INCLUDE_SUBDOMAINS="1", SECURE_HSTS_PRELOAD="1")
+    assert run_manage("collectstatic", "--noinput", "-v0", **env).returncode == 0
+
+    result = run_manage("shell", "-c", PAGES_SCRIPT, **env)
+
+    assert "HSTS max-age=31536000; includeSubDomains; preload" in result.stdout.splitlines()
+    deploy = run_manage("check", "--deploy", "--fail-level", "WARNING", **env)
+    assert deploy.returncode == 0, deploy.stderr
+
+
+def test_debug_is_off_unless_the_environment_turns_it_on():
+    script = "from django.conf import settings; print('DEBUG', settings.DEBUG)"
+
+    assert "DEBUG False" in run_manage("shell", "-c", script, SECRET_KEY=secrets.token_urlsafe(64)).stdout
+    assert "DEBUG True" in run_manage("shell", "-c", script, DEBUG="1").stdout
 
 
 def test_settings_refuse_to_load_without_secret_key_when_debug_is_off():
@@ -96,7 +116,7 @@ def test_settings_refuse_to_load_without_secret_key_when_debug_is_off():
 
 def ratelimit_cache(**env: str) -> dict:
     script = "from django.conf import settings; import json; print(json.dumps(settings.CACHES['ratelimit']))"
-    result = run_manage("shell", "-c", script, **env)
+    result = run_manage("shell", "-c", script, DEBUG="1", **env)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
 
