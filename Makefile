@@ -18,8 +18,10 @@ $(STAMP): $(BIN)/python requirements.txt requirements-dev.txt
 run: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bin/run.py
 
-# Browser tests run in a pytest process of their own: their live server is session-wide.
+# Browser tests run in a pytest process of their own: their live server is session-wide. Their
+# browser is installed (or the command to install it printed) before any test runs.
 test: $(STAMP)
+	bin/ensure_browser.sh
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m "not browser" $(PYTEST_ARGS)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m browser $(PYTEST_ARGS)
 
