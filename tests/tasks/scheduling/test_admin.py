@@ -6,6 +6,7 @@ import json
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.urls import reverse
 from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
@@ -228,6 +229,71 @@ def test_history_rows_written_by_hand_in_any_shape_still_render(admin_client_log
 
     assert response.status_code == 200
     assert "note: &#x27;by hand&#x27;" in response.content.decode()
+
+
+# --- Permissions: acting on a schedule needs the change permission ---------------------------
+@pytest.fixture
+def staff_client(client, django_user_model):
+    """Log in a staff user holding exactly the PeriodicTask permissions ``codenames``."""
+
+    def login(*codenames: str):
+        user = django_user_model.objects.create_user("operator", password="pw", is_staff=True)
+        user.user_permissions.set(
+            Permission.objects.filter(content_type__app_label="django_celery_beat", codename__in=codenames)
+        )
+        client.force_login(user)
+        return client
+
+    return login
+
+
+@pytest.mark.parametrize("action", ["run_now", "enable_tasks", "disable_tasks", "toggle_tasks"])
+@pytest.mark.django_db
+def test_a_view_only_user_can_neither_see_nor_run_the_schedule_actions(staff_client, redis_client, action):
+    viewer = staff_client("view_periodictask")
+    enabled = action == "disable_tasks"  # each action would change this row
+    task = PeriodicTask.objects.create(name="job", task="tasks.ping", interval=every(30), enabled=enabled)
+
+    page = viewer.get(LIST_URL).content.decode()
+    assert 'value="run_now"' not in page and 'value="toggle_tasks"' not in page
+    viewer.post(LIST_URL, {"action": action, "_selected_action": [str(task.pk)]})
+
+    task.refresh_from_db()
+    assert task.enabled == enabled
+    assert not ScheduleChange.objects.filter(action="changed").exists()
+    assert redis_client.llen("default") == 0
+
+
+@pytest.mark.django_db
+def test_a_view_only_user_gets_no_run_now_button_and_a_403_for_save_and_run(staff_client, redis_client):
+    viewer = staff_client("view_periodictask")
+    task = PeriodicTask.objects.create(name="job", task="tasks.ping", interval=every(30))
+    policy = SchedulePolicy.objects.create(periodic_task=task)
+
+    page = viewer.get(change_url(task))
+    assert page.status_code == 200 and 'name="_run_now"' not in page.content.decode()
+    response = viewer.post(
+        change_url(task), {**form_data(name="job", interval=str(every(30).pk), policy=policy), "_run_now": "1"}
+    )
+
+    assert response.status_code == 403
+    assert redis_client.llen("default") == 0
+
+
+@pytest.mark.django_db
+def test_a_user_with_the_change_permission_runs_and_disables_schedules(staff_client, redis_client):
+    operator = staff_client("view_periodictask", "change_periodictask")
+    task = PeriodicTask.objects.create(name="job", task="tasks.ping", interval=every(30))
+
+    assert 'name="_run_now"' in operator.get(change_url(task)).content.decode()
+    operator.post(LIST_URL, {"action": "run_now", "_selected_action": [str(task.pk)]})
+    operator.post(LIST_URL, {"action": "disable_tasks", "_selected_action": [str(task.pk)]})
+
+    task.refresh_from_db()
+    assert not task.enabled
+    assert [json.loads(raw)["headers"]["periodic_task_name"] for raw in redis_client.lrange("default", 0, -1)] == [
+        "job"
+    ]
 
 
 # --- Slow: edits reach a running Beat and worker ----------------------------------------------
