@@ -207,10 +207,13 @@ CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=2 * 1024 * 1024)
 # Writes per token (anonymous downloads: per client address), django-ratelimit's "N/s|m|h|d".
 API_WRITE_RATE_LIMIT = env.str("API_WRITE_RATE_LIMIT", default="60/m")
-# Behind the HTTPS proxy every request comes from the proxy's address, so anonymous writes are
-# counted per the address the proxy appends to X-Forwarded-For (the last entry; earlier ones
-# come from the client and can be forged).
-API_CLIENT_IP_FROM_FORWARDED_FOR = env.bool("API_CLIENT_IP_FROM_FORWARDED_FOR", default=HTTPS)
+# Anonymous writes are counted per client address. Behind N proxies that each append their
+# peer's address to X-Forwarded-For, the client is the N-th entry from the right; entries left
+# of it come from the client and can be forged. 0 (the default): no proxy is trusted and the
+# connection's own address counts. Set it to the exact number of proxies in front of gunicorn.
+API_TRUSTED_PROXY_HOPS = env.int("API_TRUSTED_PROXY_HOPS", default=0)
+if API_TRUSTED_PROXY_HOPS < 0:
+    raise ImproperlyConfigured("API_TRUSTED_PROXY_HOPS must be 0 or more.")
 # The counters must be shared by every web process, so they live in Redis: RATELIMIT_REDIS_URL,
 # else the broker's Redis on database 1. With RabbitMQ as broker and no RATELIMIT_REDIS_URL the
 # counters fall back to each process's memory (the limit then applies per process).

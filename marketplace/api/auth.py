@@ -38,15 +38,25 @@ class RateLimited(Exception):
 
 
 def client_address(request: HttpRequest) -> str:
-    """The caller's IP address: the proxy's last X-Forwarded-For entry when behind the proxy
-    (``API_CLIENT_IP_FROM_FORWARDED_FOR``), else the connection's address."""
-    if settings.API_CLIENT_IP_FROM_FORWARDED_FOR:
-        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "").rsplit(",", 1)[-1].strip()
-        try:
-            return str(ipaddress.ip_address(forwarded))
-        except ValueError:
-            pass  # no usable header: the connection's address is all there is
-    return request.META.get("REMOTE_ADDR", "")
+    """The caller's IP address, as the outermost of ``API_TRUSTED_PROXY_HOPS`` proxies saw it.
+
+    Each trusted proxy appends its peer's address to X-Forwarded-For, so the client is the N-th
+    entry from the right; anything left of it is the client's own claim. With no trusted proxy,
+    fewer entries than hops (the request went around the chain) or an entry that is not an
+    address, the connection's address counts.
+    """
+    hops = settings.API_TRUSTED_PROXY_HOPS
+    remote = request.META.get("REMOTE_ADDR", "")
+    if hops <= 0:
+        return remote
+    entries = [entry.strip() for entry in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")]
+    entries = [entry for entry in entries if entry]
+    if len(entries) < hops:
+        return remote
+    try:
+        return str(ipaddress.ip_address(entries[-hops]))
+    except ValueError:
+        return remote
 
 
 def _rate_limit_key(group: str, request: HttpRequest) -> str:

@@ -9,7 +9,9 @@ from types import SimpleNamespace
 import pytest
 from django.utils import timezone
 
+from marketplace.api.auth import client_address
 from marketplace.models import ApiToken, Component
+from tests.config.test_production_settings import production_env, run_manage
 from tests.marketplace.factories import PublishedComponentFactory, UserFactory, issue_key
 from tests.support.api import API, bearer
 
@@ -164,19 +166,60 @@ def test_writes_go_through_when_the_rate_limit_redis_is_unreachable(client, user
     assert "rate limit cache unreachable" in caplog.text
 
 
-def test_anonymous_downloads_behind_the_proxy_are_counted_per_forwarded_client_address(
+def test_anonymous_downloads_behind_two_proxies_are_counted_per_the_address_the_outer_proxy_saw(
     client, settings, one_rate_window
 ):
     settings.API_WRITE_RATE_LIMIT = "1/m"
-    settings.API_CLIENT_IP_FROM_FORWARDED_FOR = True
+    settings.API_TRUSTED_PROXY_HOPS = 2
     url = f"{API}/components/{PublishedComponentFactory().slug}/download"
 
     def download(forwarded_for: str) -> int:
         return client.post(url, REMOTE_ADDR="10.9.9.9", HTTP_X_FORWARDED_FOR=forwarded_for).status_code
 
-    assert download("203.0.113.5") == 200
-    # A forged first entry does not make a new client: the proxy's last entry counts.
-    assert download("198.51.100.1, 203.0.113.5") == 429
-    assert download("203.0.113.6") == 200
-    # An unusable header falls back to the proxy's own address, which is still counted.
-    assert [download("not an address"), download("")] == [200, 429]
+    # The outer proxy appends the client's address, the inner one the outer proxy's.
+    assert download("203.0.113.5, 10.0.0.2") == 200
+    # Forged entries before them do not make a new client.
+    assert download("198.51.100.1, 203.0.113.5, 10.0.0.2") == 429
+    assert download("198.51.100.2, 203.0.113.5, 10.0.0.2") == 429
+    assert download("203.0.113.6, 10.0.0.2") == 200
+    # Too few entries or an unusable one: the connection's address (the inner proxy's) counts.
+    assert [download("not an address, 10.0.0.2"), download("10.0.0.2"), download("")] == [200, 429, 429]
+
+
+def request_from(remote_addr: str, forwarded_for: str | None) -> SimpleNamespace:
+    meta = {"REMOTE_ADDR": remote_addr}
+    if forwarded_for is not None:
+        meta["HTTP_X_FORWARDED_FOR"] = forwarded_for
+    return SimpleNamespace(META=meta)
+
+
+@pytest.mark.parametrize(
+    ("hops", "forwarded_for", "expected"),
+    [
+        (0, "198.51.100.1", "10.9.9.9"),  # no proxy trusted: the header is the client's own words
+        (1, "198.51.100.1, 203.0.113.5", "203.0.113.5"),
+        (1, " 2001:db8::1 ", "2001:db8::1"),
+        (2, "198.51.100.1, 203.0.113.5, 10.0.0.2", "203.0.113.5"),
+        (2, "203.0.113.5", "10.9.9.9"),  # fewer entries than hops: it did not come through the chain
+        (1, "203.0.113.5, junk", "10.9.9.9"),
+        (1, None, "10.9.9.9"),
+    ],
+)
+def test_client_address_trusts_exactly_the_configured_number_of_proxy_hops(settings, hops, forwarded_for, expected):
+    settings.API_TRUSTED_PROXY_HOPS = hops
+    assert client_address(request_from("10.9.9.9", forwarded_for)) == expected
+
+
+def test_production_settings_trust_no_forwarded_header_unless_told_how_many_proxies_there_are():
+    script = (
+        "from types import SimpleNamespace\n"
+        "from marketplace.api.auth import client_address\n"
+        "meta = {'REMOTE_ADDR': '10.9.9.9', 'HTTP_X_FORWARDED_FOR': '198.51.100.7'}\n"
+        "print(client_address(SimpleNamespace(META=meta)))\n"
+    )
+    result = run_manage("shell", "--verbosity", "0", "-c", script, **production_env())
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "10.9.9.9"
+
+    result = run_manage("shell", "--verbosity", "0", "-c", script, **production_env(API_TRUSTED_PROXY_HOPS="1"))
+    assert result.stdout.strip() == "198.51.100.7", result.stderr
