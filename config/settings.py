@@ -18,11 +18,15 @@ VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 env = environ.Env()
 
-DEBUG = env.bool("DEBUG", default=True)
+# Off unless turned on: production that forgets DEBUG=0 must not serve tracebacks. `make run`
+# (bin/run.py) and the test suite turn it on for local use.
+DEBUG = env.bool("DEBUG", default=False)
 SECRET_KEY = env.str("SECRET_KEY", default="")
 if not SECRET_KEY:
     if not DEBUG:
-        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
+        raise ImproperlyConfigured(
+            "SECRET_KEY must be set when DEBUG is off (production); for local use set DEBUG=1, as `make run` does."
+        )
     SECRET_KEY = "insecure-local-development-key-never-use-in-production"  # noqa: S105 (DEBUG only)
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
@@ -159,8 +163,14 @@ if HTTPS:
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
-    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
-    SECURE_HSTS_PRELOAD = True
+    # Both bind more than this site (every subdomain; browsers' preload lists, for months after
+    # a removal request), so the operator opts in; check --deploy is told that is deliberate.
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+    SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+    SILENCED_SYSTEM_CHECKS = [
+        *([] if SECURE_HSTS_INCLUDE_SUBDOMAINS else ["security.W005"]),
+        *([] if SECURE_HSTS_PRELOAD else ["security.W021"]),
+    ]
 
 # --- Celery ---------------------------------------------------------------------------
 # Read by config/celery_app.py through namespace="CELERY"; reliability flags live there.
@@ -223,10 +233,13 @@ CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=2 * 1024 * 1024)
 # Writes per token (anonymous downloads: per client address), django-ratelimit's "N/s|m|h|d".
 API_WRITE_RATE_LIMIT = env.str("API_WRITE_RATE_LIMIT", default="60/m")
-# Behind the HTTPS proxy every request comes from the proxy's address, so anonymous writes are
-# counted per the address the proxy appends to X-Forwarded-For (the last entry; earlier ones
-# come from the client and can be forged).
-API_CLIENT_IP_FROM_FORWARDED_FOR = env.bool("API_CLIENT_IP_FROM_FORWARDED_FOR", default=HTTPS)
+# Anonymous writes are counted per client address. Behind N proxies that each append their
+# peer's address to X-Forwarded-For, the client is the N-th entry from the right; entries left
+# of it come from the client and can be forged. 0 (the default): no proxy is trusted and the
+# connection's own address counts. Set it to the exact number of proxies in front of gunicorn.
+API_TRUSTED_PROXY_HOPS = env.int("API_TRUSTED_PROXY_HOPS", default=0)
+if API_TRUSTED_PROXY_HOPS < 0:
+    raise ImproperlyConfigured("API_TRUSTED_PROXY_HOPS must be 0 or more.")
 # The counters must be shared by every web process, so they live in Redis: RATELIMIT_REDIS_URL,
 # else the broker's Redis on database 1. With RabbitMQ as broker and no RATELIMIT_REDIS_URL the
 # counters fall back to each process's memory (the limit then applies per process).
