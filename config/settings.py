@@ -273,6 +273,9 @@ HEALTH_BEAT_MAX_AGE = env.int("HEALTH_BEAT_MAX_AGE", default=60)
 HEALTH_OUTBOX_MAX_AGE = env.int("HEALTH_OUTBOX_MAX_AGE", default=300)
 HEALTH_QUEUE_MAX_AGE = env.int("HEALTH_QUEUE_MAX_AGE", default=300)
 HEALTH_DEAD_LETTERS_MAX = env.int("HEALTH_DEAD_LETTERS_MAX", default=0)
+# /health/ready reuses its report this many seconds per web process, and one refresh runs at a
+# time: probes never queue up behind worker pings (tasks/monitoring/report_cache.py).
+HEALTH_REPORT_CACHE_SECONDS = env.float("HEALTH_REPORT_CACHE_SECONDS", default=5.0)
 STATUS_PAGE_REFRESH_SECONDS = env.int("STATUS_PAGE_REFRESH_SECONDS", default=15)
 STATUS_INSPECT_TIMEOUT = env.float("STATUS_INSPECT_TIMEOUT", default=1.0)
 STATUS_BROKER_TIMEOUT = env.float("STATUS_BROKER_TIMEOUT", default=2.5)

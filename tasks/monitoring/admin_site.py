@@ -6,9 +6,11 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, URLResolver, path
 
+from tasks.monitoring.access import MONITORING_PERMISSION, can_read_monitoring
 from tasks.monitoring.status_views import platform_status
 
 
@@ -24,7 +26,14 @@ class PlatformAdminSite(admin.AdminSite):
         return own + super().get_urls()
 
     def each_context(self, request: HttpRequest) -> dict[str, Any]:
-        return {**super().each_context(request), "flower_url": settings.FLOWER_URL}
+        return {
+            **super().each_context(request),
+            "flower_url": settings.FLOWER_URL,
+            "can_read_monitoring": can_read_monitoring(request.user),
+        }
 
     def platform_status_view(self, request: HttpRequest) -> HttpResponse:
+        """The platform status page, for staff holding the monitoring permission (403 otherwise)."""
+        if not can_read_monitoring(request.user):
+            raise PermissionDenied(f"The platform status page needs the {MONITORING_PERMISSION} permission.")
         return platform_status(request, site=self)

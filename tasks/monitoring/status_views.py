@@ -1,5 +1,7 @@
 """The admin's platform status page: one screen with workers, queues, Beat, outbox, dead letters,
-recent failures, schedules and tasks per minute. Staff only (wrapped by ``admin_view``)."""
+recent failures, schedules and tasks per minute. Staff with the monitoring permission only
+(``tasks.monitoring.access``, checked by the admin site); the schedules and the failures (task
+results) are shown only to users who may view those models in the admin as well."""
 
 from __future__ import annotations
 
@@ -66,5 +68,7 @@ def platform_status(request: HttpRequest, *, site: AdminSite) -> HttpResponse:
         "chart_width": BAR_WIDTH * len(snapshot.per_minute),
         "chart_height": CHART_HEIGHT,
         "chart_total": sum(minute["total"] for minute in snapshot.per_minute),
+        "show_schedules": request.user.has_perm("django_celery_beat.view_periodictask"),
+        "show_failures": request.user.has_perm("django_celery_results.view_taskresult"),
     }
     return TemplateResponse(request, "tasks/admin/platform_status.html", context)

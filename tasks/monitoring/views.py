@@ -1,8 +1,11 @@
-"""Health and metrics endpoints: thin views over ``tasks.monitoring.health`` and the Prometheus collectors."""
+"""Health and metrics endpoints: thin views over ``tasks.monitoring.health`` and the Prometheus collectors.
+
+Who reads what (``tasks.monitoring.access``): anyone gets ``/health/live`` and the status of
+``/health/ready``; its per-check details and ``/metrics`` need the metrics token or a staff
+session with the monitoring permission.
+"""
 
 from __future__ import annotations
-
-import hmac
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -10,8 +13,10 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
+from tasks.monitoring.access import Access, monitoring_access
 from tasks.monitoring.health import run_checks
 from tasks.monitoring.metrics import PlatformCollector
+from tasks.monitoring.report_cache import readiness_reports
 
 
 @never_cache
@@ -23,29 +28,33 @@ def health_live(request: HttpRequest) -> JsonResponse:
 
 @never_cache
 @require_GET
-def health_ready(request: HttpRequest) -> JsonResponse:
-    """Every check's status and latency; 503 when a required check fails."""
-    report = run_checks()
-    return JsonResponse(report.as_dict(), status=200 if report.ready else 503)
+def health_ready(request: HttpRequest) -> HttpResponse:
+    """200 when every required check passes, else 503; the checks' details for monitoring readers only.
+
+    Anonymous callers (load balancers) get ``{"status": ...}`` alone: worker host names, Beat's
+    identity, queue depths and error texts are for the metrics token or a permitted staff user.
+    """
+    access = monitoring_access(request)
+    if access is Access.WRONG_TOKEN:
+        return HttpResponse("Invalid metrics token.\n", status=403, content_type="text/plain")
+    report = readiness_reports.get(run_checks, max_age=settings.HEALTH_REPORT_CACHE_SECONDS)
+    body = report.as_dict() if access is Access.READER else {"status": report.status}
+    return JsonResponse(body, status=200 if report.ready else 503)
 
 
-def _bearer_token(request: HttpRequest) -> str | None:
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+_REFUSALS = {
+    Access.WRONG_TOKEN: "Invalid metrics token.\n",
+    Access.NOT_ALLOWED: "Metrics need a staff user with the tasks.view_deadletter permission.\n",
+}
 
 
 def metrics_access_error(request: HttpRequest) -> HttpResponse | None:
-    """None when the request may read metrics (the METRICS_TOKEN bearer token or a staff session)."""
-    token = _bearer_token(request)
-    expected = settings.METRICS_TOKEN
-    if token is not None:
-        if expected and hmac.compare_digest(token.encode(), expected.encode()):
-            return None
-        return HttpResponse("Invalid metrics token.\n", status=403, content_type="text/plain")
-    if request.user.is_authenticated:
-        if request.user.is_staff:
-            return None
-        return HttpResponse("Metrics are for staff users.\n", status=403, content_type="text/plain")
+    """None when the request may read metrics (the METRICS_TOKEN bearer token or a permitted staff session)."""
+    access = monitoring_access(request)
+    if access is Access.READER:
+        return None
+    if access in _REFUSALS:
+        return HttpResponse(_REFUSALS[access], status=403, content_type="text/plain")
     response = HttpResponse(
         "Send 'Authorization: Bearer <METRICS_TOKEN>' or log in to the admin.\n", status=401, content_type="text/plain"
     )

@@ -44,6 +44,41 @@ def test_status_page_is_refused_when_the_user_is_not_staff(client, django_user_m
     assert reverse("admin:login") in response["Location"]
 
 
+def test_status_page_is_403_for_staff_without_the_dead_letter_view_permission(client, staff_with):
+    client.force_login(staff_with("django_celery_beat.view_periodictask"))
+    assert client.get(reverse(STATUS_URL)).status_code == 403
+    assert reverse(STATUS_URL) not in client.get(reverse("admin:index")).content.decode()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_status_page_shows_schedules_and_failures_only_with_their_own_view_permissions(
+    client, staff_with, redis_client, quick_broker_reads
+):
+    now = timezone.now()
+    DeadLetter.objects.create(
+        task_name="tasks.deliver", handler="notify_author", exception_type="SMTPError",
+        first_failed_at=now, last_failed_at=now,
+    )  # fmt: skip
+    task_result("reports.daily", "FAILURE", timedelta(hours=2))
+    every_minute = IntervalSchedule.objects.create(every=1, period=IntervalSchedule.MINUTES)
+    PeriodicTask.objects.create(name="secret nightly export", task="tasks.ping", interval=every_minute)
+
+    client.force_login(staff_with("tasks.view_deadletter"))
+    response = client.get(reverse(STATUS_URL))
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "SMTPError" in html and reverse(STATUS_URL) in client.get(reverse("admin:index")).content.decode()
+    assert "secret nightly export" not in html and "reports.daily" not in html
+
+    client.force_login(
+        staff_with(
+            "tasks.view_deadletter", "django_celery_beat.view_periodictask", "django_celery_results.view_taskresult"
+        )
+    )
+    html = client.get(reverse(STATUS_URL)).content.decode()
+    assert "secret nightly export" in html and "reports.daily" in html
+
+
 def test_admin_requires_login_for_its_index(client, db):
     response = client.get(reverse("admin:index"))
     assert response.status_code == 302

@@ -1,4 +1,4 @@
-"""/metrics: who may read it, and what it says about the platform's state."""
+"""/metrics and /health/ready: who may read what, and what /metrics says about the platform's state."""
 
 import uuid
 from datetime import timedelta
@@ -9,16 +9,12 @@ from django.urls import reverse
 from django.utils import timezone
 
 from tasks.models import BeatHeartbeat, DeadLetter, Outbox
+from tasks.monitoring import health
 from tests.support.monitoring import samples
 from tests.support.processes import free_port
+from tests.tasks.monitoring.conftest import METRICS_TOKEN
 
-TOKEN = "metrics-token-for-tests"
-
-
-@pytest.fixture
-def metrics_token(settings):
-    settings.METRICS_TOKEN = TOKEN
-    return TOKEN
+TOKEN = METRICS_TOKEN
 
 
 def test_metrics_are_refused_with_401_when_no_credentials_are_sent(client, metrics_token, db):
@@ -43,6 +39,19 @@ def test_any_bearer_token_is_refused_when_no_token_is_configured(client, setting
 def test_metrics_are_refused_when_the_user_is_not_staff(client, django_user_model):
     client.force_login(django_user_model.objects.create_user("visitor", password="pw"))
     assert client.get(reverse("tasks:metrics")).status_code == 403
+
+
+def test_metrics_are_refused_to_a_staff_user_without_the_monitoring_permission(client, staff_with):
+    client.force_login(staff_with())
+    response = client.get(reverse("tasks:metrics"))
+    assert response.status_code == 403
+    assert "tasks.view_deadletter" in response.content.decode()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_staff_user_with_the_dead_letter_view_permission_reads_metrics(client, staff_with, redis_client):
+    client.force_login(staff_with("tasks.view_deadletter"))
+    assert client.get(reverse("tasks:metrics")).status_code == 200
 
 
 @pytest.mark.django_db(transaction=True)
@@ -96,3 +105,48 @@ def test_queue_metrics_are_missing_and_the_source_is_down_when_the_broker_is_unr
     assert found[("platform_metrics_source_up", (("source", "database"),))] == 1
     assert not any(name == "platform_queue_depth" for name, _ in found)
     assert ("platform_dead_letters", ()) in found
+
+
+# --- /health/ready: the status for anyone, the details for monitoring readers ----------------
+@pytest.fixture
+def failing_database_check(monkeypatch):
+    """The database check fails as a driver would, with connection details in its message."""
+
+    def broken():
+        raise OSError('connection to server at "db.internal" (10.1.2.3), port 5432 failed')
+
+    monkeypatch.setitem(health._registry, "database", health.RegisteredCheck("database", broken, required=True))
+
+
+def ready(client, **headers):
+    response = client.get(reverse("tasks:health_ready"), headers=headers)
+    return response.status_code, response.json() if response["Content-Type"] == "application/json" else None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_anonymous_readiness_is_the_status_alone_without_hosts_or_errors(
+    client, staff_with, metrics_token, failing_database_check, redis_client
+):
+    status, body = ready(client)
+    assert (status, body) == (503, {"status": "fail"})
+
+    client.force_login(staff_with())  # staff without the permission: no more than anonymous
+    assert ready(client) == (503, {"status": "fail"})
+
+
+@pytest.mark.django_db(transaction=True)
+def test_readiness_details_need_the_metrics_token_or_the_monitoring_permission(
+    client, staff_with, metrics_token, failing_database_check, redis_client
+):
+    status, body = ready(client, Authorization=f"Bearer {TOKEN}")
+    assert status == 503
+    assert "10.1.2.3" in body["checks"]["database"]["detail"]
+    assert "workers" in body["checks"] and "beat" in body["checks"]
+
+    client.force_login(staff_with("tasks.view_deadletter"))
+    status, body = ready(client)
+    assert status == 503 and "database" in body["failing"]
+
+
+def test_readiness_with_a_wrong_token_is_refused(client, metrics_token, db):
+    assert ready(client, Authorization="Bearer not-the-token") == (403, None)
