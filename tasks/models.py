@@ -134,12 +134,53 @@ class BeatHeartbeat(models.Model):
     """
 
     name = models.CharField(max_length=100, unique=True, default=BEAT_LEASE_NAME)
-    leader = models.CharField(max_length=255, blank=True, help_text="hostname:pid of the Beat holding the lock")
+    leader = models.CharField(
+        max_length=255, blank=True, help_text="hostname:pid:start id of the Beat holding the lock"
+    )
+    generation = models.PositiveBigIntegerField(
+        default=0,
+        help_text="Fencing token: incremented at every takeover; a run is recorded only under the current one.",
+    )
     started_at = models.DateTimeField(null=True, blank=True)
     last_tick_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"{self.name}: {self.leader or 'no leader'}"
+
+
+class ScheduledRun(models.Model):
+    """One due run of a schedule, recorded by the active Beat before it is published.
+
+    (schedule, due time) is unique, so no leader can record, and nothing can send, the same run
+    twice; an unsent row is what a broker outage left behind, and the relay sends it later.
+    """
+
+    periodic_task_name = models.CharField(max_length=200)
+    due_at = models.DateTimeField()
+    task = models.CharField(max_length=255)
+    args = models.JSONField(default=list, blank=True)
+    kwargs = models.JSONField(default=dict, blank=True)
+    options = models.JSONField(default=dict, blank=True, help_text="queue, routing, priority, headers, expires")
+    task_id = models.CharField(max_length=255)
+    leader = models.CharField(max_length=255, blank=True)
+    leader_generation = models.PositiveBigIntegerField()
+    recorded_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["periodic_task_name", "due_at"], name="scheduled_run_once_per_due_time")
+        ]
+        indexes = [
+            models.Index(
+                fields=["recorded_at"], condition=models.Q(sent_at__isnull=True), name="scheduled_run_unsent_idx"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.periodic_task_name} due {self.due_at:%Y-%m-%d %H:%M:%S}"
 
 
 class SchedulePolicy(models.Model):

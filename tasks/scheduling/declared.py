@@ -36,6 +36,7 @@ from django_celery_beat.models import (
 from tasks.models import ScheduleChange, SchedulePolicy
 from tasks.queues import validate_queue
 from tasks.scheduling.history import schedule_change_context
+from tasks.scheduling.runs import job_send
 
 
 @dataclass(frozen=True)
@@ -254,7 +255,4 @@ def periodic_task_run_now(*, periodic_task: PeriodicTask) -> AsyncResult:
     headers["periodic_task_name"] = periodic_task.name
     args = json.loads(periodic_task.args or "[]")
     kwargs = json.loads(periodic_task.kwargs or "{}")
-    task = app.tasks.get(periodic_task.task)
-    if task is not None:
-        return task.apply_async(args=args, kwargs=kwargs, headers=headers, **options)
-    return app.send_task(periodic_task.task, args=args, kwargs=kwargs, headers=headers, **options)
+    return job_send(task=periodic_task.task, args=args, kwargs=kwargs, options={**options, "headers": headers})

@@ -8,6 +8,12 @@ same row is the heartbeat the health check reads: the lock and the heartbeat can
 disagree. Both the renewal and the takeover are one conditional ``UPDATE`` with the database's
 clock (``NOW()``), so two machines' clocks never compare. A standby tries once a second, so it
 takes over within ``BEAT_LOCK_TTL`` + 1 s of a kill -9.
+
+Every takeover increments the row's ``generation``: the fencing token a Beat must still hold
+when it records a run (``tasks.scheduling.runs``), so a leader stalled past its lease (a long
+query, a pause, ``SIGSTOP``) records nothing when it resumes. A Beat's identity is unique per
+process start (host name, pid and a random part), so two containers with the same host name
+and pid are never one leader.
 """
 
 from __future__ import annotations
@@ -18,10 +24,11 @@ import logging
 import os
 import socket
 import time
+import uuid
 from dataclasses import dataclass
 
 from django.db import DatabaseError, IntegrityError, InterfaceError, close_old_connections
-from django.db.models import Q
+from django.db.models import F, Q
 from django.db.models.functions import Now
 from django.utils import timezone
 
@@ -36,8 +43,9 @@ class BeatLease:
     """This process's hold on the Beat lease. ``hold()`` once per tick; ``valid()`` before a send."""
 
     def __init__(self, *, ttl: float) -> None:
-        self.identity = f"{socket.gethostname()}:{os.getpid()}"
+        self.identity = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.ttl = ttl
+        self.generation = 0
         self.leader = False
         self.active_since: datetime.datetime | None = None
         self._valid_until = 0.0
@@ -55,7 +63,10 @@ class BeatLease:
         close_old_connections()
         try:
             if self.leader:
-                if BeatHeartbeat.objects.filter(name=BEAT_LEASE_NAME, leader=self.identity).update(last_tick_at=Now()):
+                renewed = BeatHeartbeat.objects.filter(
+                    name=BEAT_LEASE_NAME, leader=self.identity, generation=self.generation
+                ).update(last_tick_at=Now())
+                if renewed:
                     self._renewed(now)
                     return True
                 logger.warning("PlatformScheduler: %s lost the Beat lock; standing by", self.identity)
@@ -97,11 +108,17 @@ class BeatLease:
             with contextlib.suppress(IntegrityError):
                 BeatHeartbeat.objects.create(name=BEAT_LEASE_NAME)
         expired = Now() - datetime.timedelta(seconds=self.ttl)
-        return bool(
+        taken = (
             BeatHeartbeat.objects.filter(name=BEAT_LEASE_NAME)
             .filter(Q(leader="") | Q(leader=self.identity) | Q(last_tick_at__isnull=True) | Q(last_tick_at__lt=expired))
-            .update(leader=self.identity, started_at=Now(), last_tick_at=Now())
+            .update(leader=self.identity, started_at=Now(), last_tick_at=Now(), generation=F("generation") + 1)
         )
+        if taken:
+            # Read back at once: no other Beat can take a lease renewed a moment ago.
+            self.generation = BeatHeartbeat.objects.filter(name=BEAT_LEASE_NAME, leader=self.identity).values_list(
+                "generation", flat=True
+            )[0]
+        return bool(taken)
 
     def _renewed(self, started: float) -> None:
         self._last_renew = started

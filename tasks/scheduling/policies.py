@@ -18,7 +18,6 @@ from typing import Any
 
 from celery import states
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError
 from django.utils import timezone
 from django_celery_results.models import TaskResult
 
@@ -58,17 +57,15 @@ def _previous_run_unfinished(entry: PlatformEntry, app: Any) -> bool:
         return False  # no result rows to watch: overlap cannot be seen, so never block
     time_limit = (task.time_limit if task is not None else None) or app.conf.task_time_limit or 3600
     lost_after = time_limit + getattr(settings, "CELERY_VISIBILITY_TIMEOUT", 3600)
-    try:
-        if TaskResult.objects.filter(
-            periodic_task_name=entry.name,
-            status__in=UNFINISHED_STATES,
-            date_done__gte=timezone.now() - datetime.timedelta(seconds=lost_after),
-        ).exists():
-            return True
-        if entry.last_task_id and time.monotonic() - (entry.last_sent_monotonic or 0) < lost_after:
-            status = TaskResult.objects.filter(task_id=entry.last_task_id).values_list("status", flat=True).first()
-            # No row yet: the run this Beat sent is still queued.
-            return status is None or status in UNFINISHED_STATES
-    except (DatabaseError, InterfaceError):
-        logger.exception("PlatformScheduler: could not check the previous run of %s; sending", entry.name)
+    # A database error propagates: Beat waits for the database rather than send unchecked.
+    if TaskResult.objects.filter(
+        periodic_task_name=entry.name,
+        status__in=UNFINISHED_STATES,
+        date_done__gte=timezone.now() - datetime.timedelta(seconds=lost_after),
+    ).exists():
+        return True
+    if entry.last_task_id and time.monotonic() - (entry.last_sent_monotonic or 0) < lost_after:
+        status = TaskResult.objects.filter(task_id=entry.last_task_id).values_list("status", flat=True).first()
+        # No row yet: the run this Beat sent is still queued.
+        return status is None or status in UNFINISHED_STATES
     return False

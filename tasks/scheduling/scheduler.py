@@ -7,6 +7,9 @@ This module is the scheduler's Celery hooks; what it adds to the stock scheduler
   that its lease is still valid before every send and stands down when it finds the row taken,
   so two Beats never send at once.
 - **Misfire and overlap policies** (``policies``), per schedule (``SchedulePolicy``).
+- **Runs recorded before they are sent** (``runs``): keyed by (schedule, due time), written only
+  under the lease's fencing token; a broker outage delays a run, a database outage makes Beat
+  wait, and no due time is sent twice.
 - **Scale** (``mirror``): an in-memory heap kept in step with the table by reading only what
   changed. Beat's own bookkeeping (``last_run_at``) is written with ``update()``, so it never
   looks like an operator's change.
@@ -31,8 +34,11 @@ from tasks.scheduling.history import schedule_change_context
 from tasks.scheduling.lease import RENEW_INTERVAL, BeatLease
 from tasks.scheduling.mirror import ScheduleMirror
 from tasks.scheduling.policies import skip_reason
+from tasks.scheduling.runs import scheduled_run_record, scheduled_run_send, scheduled_run_unsent
 
 logger = logging.getLogger(__name__)
+
+RETRY_DELAY = 1.0  # seconds before a due run that could not be recorded is tried again
 
 
 class PlatformScheduler(ScheduleMirror, DatabaseScheduler):
@@ -74,7 +80,7 @@ class PlatformScheduler(ScheduleMirror, DatabaseScheduler):
         with schedule_change_context(source="beat"):
             return self._tick(event_t, min, heappop, heappush)
 
-    def _tick(self, event_t: Any, min: Any, heappop: Any, heappush: Any) -> float:
+    def _tick(self, event_t: Any, min: Any, heappop: Any, heappush: Any) -> float:  # noqa: PLR0911 (one return per outcome)
         if not self._hold_lease():
             return min(RENEW_INTERVAL, self.max_interval)
         try:
@@ -104,7 +110,11 @@ class PlatformScheduler(ScheduleMirror, DatabaseScheduler):
         if not self.lease.valid():
             return 0  # the next tick renews or stands down before anything is sent
         heappop(heap)
-        following = self._run_due(entry)
+        following, wait = self._run_due(entry)
+        if wait:
+            # Nothing was recorded (database down, or the lease lost): the same run, a second later.
+            heappush(heap, event_t(self._when(entry, RETRY_DELAY), event[1], entry))
+            return min(RETRY_DELAY, self.max_interval)
         try:
             next_due, next_delay = following.is_due()
         except Exception:
@@ -129,30 +139,54 @@ class PlatformScheduler(ScheduleMirror, DatabaseScheduler):
                 self._dirty.clear()
         return held
 
-    def _run_due(self, entry: PlatformEntry) -> PlatformEntry:
-        reason = skip_reason(entry, active_since=self.lease.active_since, app=self.app)
-        if reason:
-            logger.info("PlatformScheduler: skipping %s: %s", entry.name, reason)
-            following = entry.advanced(sent=False)
-            self._schedule[entry.name] = following
-        else:
-            following = self.reserve(entry)
+    def _run_due(self, entry: PlatformEntry) -> tuple[PlatformEntry, bool]:
+        """Skip the due run, or record it under the lease and send it: (the next entry, wait).
+
+        ``wait`` is True when nothing could be recorded (the database is down, or this Beat
+        lost its lease): the run stays due, and nothing is ever sent without its record.
+        """
+        try:
+            reason = skip_reason(entry, active_since=self.lease.active_since, app=self.app)
+            if not reason and scheduled_run_unsent(entry.name):
+                reason = "its previous run is not sent yet (the relay sends it when the broker is back)"
+            if reason:
+                logger.info("PlatformScheduler: skipping %s: %s", entry.name, reason)
+                following = entry.advanced(sent=False)
+                self._schedule[entry.name] = following
+                self._persist(following)
+                return following, False
+            run, created = scheduled_run_record(
+                lease=self.lease,
+                periodic_task_name=entry.name,
+                due_at=entry.due_at() or timezone.now().replace(microsecond=0),
+                task=entry.task,
+                args=list(entry.args),
+                kwargs=dict(entry.kwargs),
+                options={**entry.options, "headers": {**entry.options.get("headers", {}), "celery_beat_task": True}},
+            )
+        except (DatabaseError, InterfaceError):
+            logger.exception("PlatformScheduler: database unavailable; %s waits for it", entry.name)
+            return entry, True
+        if run is None:
+            logger.warning(
+                "PlatformScheduler: %s lost the Beat lock before recording %s", self.lease.identity, entry.name
+            )
+            self.lease.leader = False
+            self._mirror_reset()
+            self._dirty.clear()
+            return entry, True
+        following = self.reserve(entry)
+        if created:
             logger.info("Scheduler: Sending due task %s (%s)", entry.name, entry.task)
-            try:
-                result = self.apply_async(entry, producer=self.producer, advance=False)
-            except Exception:
-                logger.exception("PlatformScheduler: could not send %s", entry.name)
-            else:
-                following.last_task_id = getattr(result, "id", None)
+            if scheduled_run_send(run_id=run.pk):
+                following.last_task_id = run.task_id
                 following.last_sent_monotonic = time.monotonic()
-                logger.info(
-                    "PlatformScheduler: sent %s at %s id=%s",
-                    entry.name,
-                    timezone.now().isoformat(),
-                    following.last_task_id,
-                )
+        else:
+            logger.info(
+                "PlatformScheduler: the run of %s due %s was recorded before; not again", entry.name, run.due_at
+            )
         self._persist(following)
-        return following
+        return following, False
 
     def _persist(self, entry: PlatformEntry) -> None:
         try:

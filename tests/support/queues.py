@@ -11,7 +11,7 @@ import redis as redis_lib
 def queued_messages(redis_client: redis_lib.Redis, queue: str) -> list[dict]:
     """The task messages waiting in ``queue``, oldest first (kombu LPUSHes, a worker BRPOPs).
 
-    Each is a dict with the task ``name``, its ``id``, ``args``, ``kwargs`` and ``argsrepr``.
+    Each is a dict with the task ``name``, its ``id``, ``args``, ``kwargs``, ``argsrepr`` and ``headers``.
     """
     messages = []
     for raw in reversed(redis_client.lrange(queue, 0, -1)):
@@ -28,6 +28,7 @@ def queued_messages(redis_client: redis_lib.Redis, queue: str) -> list[dict]:
                 "args": args,
                 "kwargs": kwargs,
                 "argsrepr": headers.get("argsrepr"),
+                "headers": headers,
             }
         )
     return messages
