@@ -1,9 +1,12 @@
 """YAML front matter: parsed into JSON-ready metadata, or refused with a reason a user can read."""
 
 import json
+import time
+import tracemalloc
 
 import pytest
 
+from marketplace import front_matter
 from marketplace.errors import ApplicationError, ValidationFailed
 from marketplace.front_matter import parse_front_matter
 
@@ -143,3 +146,107 @@ def test_version_keeps_its_text_when_it_looks_like_a_number():
     metadata = parse_front_matter("---\nname: a\nversion: 1.10\ndescription: d\n---\n")
 
     assert str(metadata["version"]) == "1.10"
+
+
+# --- hostile documents: refused quickly, with a reason ------------------------------------------
+
+# The "billion laughs": nine levels of nine aliases, 387,420,489 strings once expanded.
+ALIAS_BOMB = (
+    "---\nname: bomb\nversion: 1.0.0\ndescription: d\n"
+    + "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
+    + "".join(f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]\n" for i in range(9))
+    + "---\n"
+)
+HEAD = "---\nname: a\nversion: 1.0.0\ndescription: d\n"
+
+
+def test_alias_bomb_is_refused_within_bounded_time_and_memory():
+    tracemalloc.start()
+    started = time.monotonic()
+    try:
+        message = _refusal(ALIAS_BOMB)
+        elapsed = time.monotonic() - started
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert message == "Anchors and aliases (&name, *name) are not allowed (line 5)."
+    # Refused at the first anchor: milliseconds and kilobytes; the bounds leave room for a busy
+    # machine (expanded, this document took 10 s and 426 MiB).
+    assert elapsed < 2
+    assert peak < 8 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    "block",
+    ["base: &b {x: 1}\nother: 2\n", "tags: [&t ui]\n", "base: {x: 1}\nmore: *b\n"],
+    ids=["anchor-on-mapping", "anchor-on-scalar", "undefined-alias"],
+)
+def test_anchors_and_aliases_are_refused_even_when_harmless(block):
+    assert "Anchors and aliases (&name, *name) are not allowed" in _refusal(f"{HEAD}{block}---\n")
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("[" * 3000 + "]" * 3000, "The front matter is nested more than 20 levels deep (line 5)."),
+        ("[" * 21 + "]" * 21, "The front matter is nested more than 20 levels deep (line 5)."),
+        ("2024-13-01", "The date '2024-13-01' is not valid (line 5)."),
+        ("2024-02-30 10:00:00", "The date '2024-02-30 10:00:00' is not valid (line 5)."),
+        ("9" * 5000, "An integer has more than 64 digits (line 5)."),
+        (
+            ":".join(["9"] * 64),
+            "The integer '9:9:9:9:9:9:9:9:9:9:9:9:9:9:9:9:9:9:9:9:...' is 64 digits or more (line 5).",
+        ),
+        ("0x" + "f" * 300, f"The integer '0x{'f' * 38}...' is 64 digits or more (line 5)."),
+        (".inf", "The number '.inf' is not a finite number (JSON cannot store it) (line 5)."),
+        (".NaN", "The number '.NaN' is not a finite number (JSON cannot store it) (line 5)."),
+        ('"a\\0b"', "The front matter must not contain NUL characters (\\0)."),
+    ],
+    ids=["3000-deep", "21-deep", "month-13", "february-30", "5000-digits", "sexagesimal", "hex", "inf", "nan", "nul"],
+)
+def test_values_python_or_json_cannot_hold_are_refused_with_where_they_are(value, reason):
+    assert _refusal(f"{HEAD}x: {value}\n---\n") == reason
+
+
+def test_nesting_up_to_the_limit_is_accepted():
+    metadata = parse_front_matter(f"{HEAD}x: {'[' * 19}1{']' * 19}\n---\n")
+
+    assert json.dumps(metadata["x"]) == "[" * 19 + "1" + "]" * 19
+
+
+def test_a_lone_surrogate_is_refused():
+    assert _refusal(f'{HEAD}x: "\\ud800"\n---\n').startswith("The YAML front matter is not valid YAML")
+
+
+def test_a_nul_in_a_key_is_refused():
+    assert _refusal(f'{HEAD}"a\\0": 1\n---\n') == "The front matter must not contain NUL characters (\\0)."
+
+
+def test_a_block_over_64_kib_is_refused_before_it_is_parsed():
+    message = _refusal(f"{HEAD}# {'x' * 64 * 1024}\n---\n")
+
+    assert message == "The YAML front matter is larger than 64 KiB."
+
+
+def test_metadata_over_16_kib_of_json_is_refused():
+    message = _refusal(f"{HEAD}x: [{', '.join(['abcdefgh'] * 2000)}]\n---\n")
+
+    assert message.startswith("The front matter makes ")
+    assert message.endswith(" bytes of metadata; at most 16 KiB is stored.")
+
+
+def test_metadata_just_under_16_kib_is_accepted():
+    metadata = parse_front_matter(f"{HEAD}x: {'y' * 16_000}\n---\n")
+
+    assert len(json.dumps(metadata).encode()) <= 16 * 1024
+
+
+def test_an_unforeseen_parser_error_is_a_refusal_with_its_kind_and_is_logged(monkeypatch, caplog):
+    def broken(loader, node):
+        raise TypeError("a constructor bug")
+
+    monkeypatch.setitem(front_matter._FrontMatterLoader.yaml_constructors, "tag:yaml.org,2002:bool", broken)
+
+    assert _refusal(f"{HEAD}flag: yes\n---\n") == "The YAML front matter could not be read (TypeError)."
+    assert "front matter refused by an unexpected parser error" in caplog.text
