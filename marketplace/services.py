@@ -16,9 +16,8 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
-from django.db.models import Avg, Count, Q
+from django.db.models import Avg, Count, F, Q
 from django.utils import timezone
-from django.utils.text import slugify
 
 from marketplace import selectors
 from marketplace.errors import Conflict, NotFound, PermissionDenied, SourceTooLarge, ValidationFailed
@@ -32,12 +31,15 @@ from marketplace.events import (
 )
 from marketplace.front_matter import parse_front_matter
 from marketplace.models import ApiToken, Author, Component, Download, Notification, Rating
+from marketplace.names import name_problem, one_line
+from marketplace.slugs import BASE_MAX_LENGTH, component_slug_next
 from tasks.transaction import register_event, transactional
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
 
 MAX_SOURCE_BYTES = 256 * 1024
+SUBJECT_MAX_LENGTH = Notification._meta.get_field("subject").max_length
 # last_used_at is written at most this often per token, so a busy client costs one UPDATE a
 # minute, not one per request.
 TOKEN_LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -49,25 +51,16 @@ def author_get_or_create(*, user: AbstractBaseUser) -> Author:
     return author
 
 
-def _unique_slug(name: str) -> str:
-    base = slugify(name)[:200] or "component"
-    slug, n = base, 1
-    while Component.objects.filter(slug=slug).exists():
-        n += 1
-        slug = f"{base}-{n}"
-    return slug
-
-
 def _component_create(*, author: Author, name: str, source: str) -> Component:
     # Two uploads of one name at the same moment may pick the same free slug; the unique
     # constraint decides, and the loser takes a random suffix instead of failing.
-    slug = _unique_slug(name)
+    slug = component_slug_next(name=name)
     for _ in range(3):
         try:
             with transaction.atomic():
                 return Component.objects.create(author=author, name=name, slug=slug, source=source)
         except IntegrityError:
-            slug = f"{slug[:200]}-{secrets.token_hex(3)}"
+            slug = f"{slug[:BASE_MAX_LENGTH]}-{secrets.token_hex(3)}"
     raise Conflict("Could not find a free address for this component name; try again.")
 
 
@@ -92,6 +85,9 @@ def component_upload(*, author: Author, name: str, source: str) -> Component:
     max_length = Component._meta.get_field("name").max_length
     if len(name) > max_length:
         raise ValidationFailed(f"A component name has at most {max_length} characters.")
+    problem = name_problem(name)
+    if problem:
+        raise ValidationFailed(f"A component name {problem}.")
     _check_source(source)
     component = _component_create(author=author, name=name, source=source)
     register_event(ComponentUploaded(component_id=component.pk, author_id=author.pk))
@@ -184,14 +180,25 @@ def component_rate(*, component: Component, user: AbstractBaseUser, score: int) 
         raise ValidationFailed("A rating must be a whole number from 1 to 5.")
     # Lock the row: ratings of one component are serialised so its average is computed from
     # committed rows, and the status checked is the current one, not the caller's copy.
-    status = Component.objects.select_for_update().filter(pk=component.pk).values_list("status", flat=True).get()
+    status, author_user_id = (
+        Component.objects.select_for_update(of=("self",))
+        .filter(pk=component.pk)
+        .values_list("status", "author__user_id")
+        .get()
+    )
+    if author_user_id == user.pk:
+        raise PermissionDenied("Authors cannot rate their own components.")
     if status != Component.Status.PUBLISHED:
         raise Conflict("Only published components can be rated.")
     try:
         rating, _ = Rating.objects.update_or_create(component=component, user=user, defaults={"score": score})
     except IntegrityError as exc:
         raise Conflict("This rating conflicts with another one; try again.") from exc
-    stats = Rating.objects.filter(component=component).aggregate(avg=Avg("score"), count=Count("pk"))
+    stats = (
+        Rating.objects.filter(component=component)
+        .exclude(user_id=author_user_id)
+        .aggregate(avg=Avg("score"), count=Count("pk"))
+    )
     Component.objects.filter(pk=component.pk).update(
         rating_average=Decimal(stats["avg"] or 0).quantize(Decimal("0.01")), rating_count=stats["count"]
     )
@@ -220,9 +227,13 @@ def component_download_count_refresh(*, component_id: int) -> int:
 
 def author_reputation_recalculate(*, author_id: int) -> Decimal:
     """Reputation = the average score over all ratings of the author's published components."""
-    average = Rating.objects.filter(
-        component__author_id=author_id, component__status=Component.Status.PUBLISHED
-    ).aggregate(avg=Avg("score"))["avg"]
+    # An author's ratings of their own components (refused since, but older ones may be stored)
+    # do not count.
+    average = (
+        Rating.objects.filter(component__author_id=author_id, component__status=Component.Status.PUBLISHED)
+        .exclude(user_id=F("component__author__user_id"))
+        .aggregate(avg=Avg("score"))["avg"]
+    )
     # Averaged from the scores themselves and rounded once, not from rounded per-component means.
     reputation = Decimal(str(average or 0)).quantize(Decimal("0.01"))
     Author.objects.filter(pk=author_id).update(reputation=reputation)
@@ -231,10 +242,16 @@ def author_reputation_recalculate(*, author_id: int) -> Decimal:
 
 @transactional
 def notification_send(*, user_id: int, subject: str, body: str, idempotency_key: str) -> Notification | None:
-    """Store a notification and email it, once per ``idempotency_key``."""
+    """Store a notification and email it, once per ``idempotency_key``.
+
+    The subject is put on one line and cut to fit the column: it carries a component name, and
+    names stored before control characters were refused (or a long name with its version) would
+    otherwise fail the email (a header with a line break) or the insert (too long).
+    """
     user = get_user_model().objects.filter(pk=user_id).first()
     if user is None:
         return None
+    subject = one_line(subject, SUBJECT_MAX_LENGTH)
     notification, _ = Notification.objects.get_or_create(
         idempotency_key=idempotency_key, defaults={"user": user, "subject": subject, "body": body}
     )

@@ -6,7 +6,7 @@ from decimal import Decimal
 import pytest
 
 from marketplace import services
-from marketplace.errors import Conflict, ValidationFailed
+from marketplace.errors import Conflict, PermissionDenied, ValidationFailed
 from marketplace.events import (
     ComponentRated,
 )
@@ -146,3 +146,30 @@ def test_reputation_is_exact_when_averages_of_components_were_rounded():
     _rate(six, 5, 5, 5, 5, 4, 4)  # 28/6 = 4.666..., stored as 4.67
 
     assert services.author_reputation_recalculate(author_id=author.pk) == Decimal("4.14")  # 29/7
+
+
+# --- authors rating their own components ----------------------------------------------------
+
+
+@pytest.mark.parametrize("status", list(Component.Status))
+def test_rating_is_refused_when_the_author_rates_their_own_component(null_broker, committed, status):
+    component = PublishedComponentFactory(status=status)
+
+    with committed(), pytest.raises(PermissionDenied) as info:
+        services.component_rate(component=component, user=component.author.user, score=5)
+
+    assert info.value.message == "Authors cannot rate their own components."
+    assert not Rating.objects.exists()
+    assert Component.objects.get(pk=component.pk).rating_count == 0
+    assert null_broker.published == []
+
+
+def test_self_ratings_stored_before_the_refusal_count_in_neither_average_nor_reputation():
+    component = PublishedComponentFactory()
+    Rating.objects.create(component=component, user=component.author.user, score=5)  # an old self-rating
+
+    services.component_rate(component=component, user=UserFactory(), score=2)
+
+    stored = Component.objects.get(pk=component.pk)
+    assert (stored.rating_average, stored.rating_count) == (Decimal("2.00"), 1)
+    assert services.author_reputation_recalculate(author_id=component.author_id) == Decimal("2.00")

@@ -7,7 +7,7 @@ import pytest
 
 from marketplace.events import ComponentRated
 from marketplace.models import Rating
-from tests.marketplace.factories import AuthorFactory, ComponentFactory
+from tests.marketplace.factories import AuthorFactory, ComponentFactory, UserFactory, issue_key
 from tests.support.api import API, assert_error, bearer
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("api_rate_limit_cache")]
@@ -32,8 +32,8 @@ def test_rating_stores_the_score_and_registers_component_rated(client, published
     ]
 
 
-def test_rating_again_replaces_the_users_rating_when_they_change_their_mind(client, published, bob_key, alice_key):
-    rate(client, published.slug, alice_key, 5)
+def test_rating_again_replaces_the_users_rating_when_they_change_their_mind(client, published, bob_key):
+    rate(client, published.slug, issue_key(UserFactory()), 5)
     rate(client, published.slug, bob_key, 1)
 
     response = rate(client, published.slug, bob_key, 3)
@@ -51,10 +51,22 @@ def test_rating_is_422_and_writes_nothing_when_the_score_is_not_1_to_5(client, p
     assert events.published == []
 
 
-def test_rating_is_409_when_the_component_is_not_published(client, alice, alice_key):
+def test_rating_is_403_and_writes_nothing_when_the_author_rates_their_own_component(
+    client, published, alice_key, events
+):
+    with events.committing():
+        response = rate(client, published.slug, alice_key, 5)
+
+    assert_error(response, 403, "forbidden")
+    assert response.json()["detail"] == "Authors cannot rate their own components."
+    assert not Rating.objects.exists()
+    assert events.published == []
+
+
+def test_rating_is_403_when_the_author_rates_their_own_pending_component(client, alice, alice_key):
     own_pending = ComponentFactory(author=AuthorFactory(user=alice))
 
-    assert_error(rate(client, own_pending.slug, alice_key, 4), 409, "conflict")
+    assert_error(rate(client, own_pending.slug, alice_key, 4), 403, "forbidden")
     assert not Rating.objects.exists()
 
 
