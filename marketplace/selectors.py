@@ -8,6 +8,10 @@ from marketplace.errors import NotFound
 from marketplace.models import Author, Component, Notification
 from marketplace.search import components_matching
 
+# A list shows no source (up to 256 KiB each) and no metadata (up to 16 KiB): only the detail
+# does, so a page of 100 is not megabytes read from the database and sent to anyone who asks.
+LIST_DEFERRED_FIELDS = ("source", "metadata", "search_document")
+
 
 def search_components(query: str) -> QuerySet[Component]:
     """Published components matching ``query`` through the search index, best first."""
@@ -17,8 +21,11 @@ def search_components(query: str) -> QuerySet[Component]:
 def component_list(
     *, status: str | None = Component.Status.PUBLISHED, user_id: int | None = None
 ) -> QuerySet[Component]:
-    """Components, newest first, with their author loaded; with ``user_id``, only that user's."""
-    queryset = Component.objects.select_related("author__user")
+    """Components, newest first, with their author loaded; with ``user_id``, only that user's.
+
+    The source and metadata are not read (``LIST_DEFERRED_FIELDS``): lists do not show them.
+    """
+    queryset = Component.objects.select_related("author__user").defer(*LIST_DEFERRED_FIELDS)
     if user_id is not None:
         queryset = queryset.filter(author__user_id=user_id)
     return queryset.filter(status=status) if status else queryset
@@ -31,7 +38,7 @@ def component_list_visible(
     if status and status != Component.Status.PUBLISHED:
         queryset = component_list(status=status).filter(author__user_id=user_id)
     elif query:
-        queryset = search_components(query).select_related("author__user")
+        queryset = search_components(query).select_related("author__user").defer(*LIST_DEFERRED_FIELDS)
     else:
         queryset = component_list()
     if query and status and status != Component.Status.PUBLISHED:

@@ -10,6 +10,7 @@ from pydantic import AfterValidator, ConfigDict, model_validator
 
 from marketplace.api.pagination import MAX_PAGE_SIZE, PageParams
 from marketplace.models import Author, Component
+from marketplace.names import name_problem
 
 # A database integer key; larger ids cannot exist and would overflow the driver.
 MAX_ID = 2**63 - 1
@@ -27,7 +28,16 @@ def _storable_text(value: str) -> str:
     return value
 
 
+def _name_text(value: str) -> str:
+    problem = name_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
 Text = Annotated[str, AfterValidator(_storable_text)]
+# A name goes into email subjects and one-line displays: no line breaks or other controls.
+Name = Annotated[str, AfterValidator(_name_text)]
 Slug = Annotated[str, Field(pattern=r"^[-a-zA-Z0-9_]+$", max_length=220, examples=["hello"])]
 Username = Annotated[str, Field(pattern=r"^[\w.@+-]+$", max_length=150, examples=["admin"])]
 
@@ -38,7 +48,9 @@ class ErrorOut(Schema):
     errors: list[dict[str, Any]] | None = None
 
 
-class ComponentOut(Schema):
+class ComponentSummaryOut(Schema):
+    """A component in a list: everything but its metadata, which only the detail shows."""
+
     slug: str
     name: str
     version: str
@@ -46,7 +58,6 @@ class ComponentOut(Schema):
     status: Component.Status
     rejection_reason: str
     author: str = Field(description="The author's username.")
-    metadata: dict[str, Any]
     download_count: int
     rating_count: int
     rating_average: float
@@ -58,15 +69,21 @@ class ComponentOut(Schema):
         return obj.author.user.get_username()
 
 
+class ComponentOut(ComponentSummaryOut):
+    """One component, with the metadata of its front matter."""
+
+    metadata: dict[str, Any]
+
+
 class ComponentPage(Schema):
     count: int
     limit: int
     offset: int
-    items: list[ComponentOut]
+    items: list[ComponentSummaryOut]
 
 
 class ComponentUploadIn(Schema):
-    name: Annotated[Text, Field(min_length=1, max_length=200)]
+    name: Annotated[Name, Field(min_length=1, max_length=200)]
     source: Annotated[Text, Field(min_length=1, description="Source text starting with YAML front matter.")]
 
 
