@@ -190,6 +190,7 @@ def test_a_worker_host_cut_off_mid_handler_releases_its_lock_within_60_seconds(l
         assert observer.lock_waiters() == 0
         assert LOST not in observer.sessions()
         assert observer.max_healthy_sessions <= 2  # its main process and its one pool process
+        print(f"healthy host: at most {observer.max_healthy_sessions} sessions; {observer.sessions()}")
 
     # One start counted per host that ran the handler (attempts 2): the wait that gave up was not.
     assert observer.max_unfinished_starts <= 2

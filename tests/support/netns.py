@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
-from django.conf import settings
 
 from tests.support.processes import ManagedProcess
 
@@ -163,8 +162,8 @@ def _as_postgres(args: list[str]) -> None:
 @contextlib.contextmanager
 def private_postgres(address: str, network: str) -> Iterator[PrivatePostgres]:
     """initdb and start a throwaway cluster on ``address`` (trust for ``network`` only)."""
-    Path(settings.VAR_DIR).mkdir(parents=True, exist_ok=True)
-    root = Path(tempfile.mkdtemp(prefix="private-pg-", dir=settings.VAR_DIR))
+    # In the system's temporary directory: the postgres user must be able to reach it.
+    root = Path(tempfile.mkdtemp(prefix="private-pg-"))
     shutil.chown(root, "postgres", "postgres")
     server = PrivatePostgres(address, free_port_on(address), root / "data", root / "server.log")
     pg_ctl = _pg_bin("pg_ctl")
