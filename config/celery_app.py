@@ -39,6 +39,9 @@ app.conf.update(
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,
     task_track_started=True,
+    # django-celery-results' backend, but a worker's write waits out a database outage or gives
+    # the task back to the queue, never acknowledging it unrecorded (tasks/reliability/result_backend.py).
+    result_backend="tasks.reliability.result_backend:PlatformResultBackend",
     task_soft_time_limit=settings.CELERY_TASK_SOFT_TIME_LIMIT,
     task_time_limit=settings.CELERY_TASK_TIME_LIMIT,
     broker_connection_retry_on_startup=True,

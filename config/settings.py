@@ -203,6 +203,13 @@ if not CELERY_TASK_SOFT_TIME_LIMIT < CELERY_TASK_TIME_LIMIT or 2 * CELERY_TASK_T
         "Need CELERY_TASK_SOFT_TIME_LIMIT < CELERY_TASK_TIME_LIMIT and "
         "2 * CELERY_TASK_TIME_LIMIT < CELERY_VISIBILITY_TIMEOUT."
     )
+# Database outages (tasks/reliability/result_backend.py): a task's result or dead letter that
+# cannot be written waits this many seconds for the database, then the task goes back to the
+# queue. Its STARTED and its final write both may wait, so twice this stays below the soft limit
+# (the default: 10 s, or a quarter of a shorter soft limit).
+TASKS_DATABASE_WAIT = env.float("TASKS_DATABASE_WAIT", default=min(10.0, CELERY_TASK_SOFT_TIME_LIMIT / 4))
+if not 0 < 2 * TASKS_DATABASE_WAIT < CELERY_TASK_SOFT_TIME_LIMIT:
+    raise ImproperlyConfigured("Need 0 < 2 * TASKS_DATABASE_WAIT < CELERY_TASK_SOFT_TIME_LIMIT.")
 
 # --- Platform: delivery, retries, outbox ---------------------------------------------------
 # Exceptions (import paths) retried with backoff besides tasks.reliability.platform_task.TransientError.

@@ -10,11 +10,15 @@ import logging
 import pytest
 from billiard.einfo import ExceptionInfo
 from celery import shared_task
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.app.trace import build_tracer
+from celery.canvas import Signature
+from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
 from django.db import DatabaseError
 from django.db.utils import OperationalError
+from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from config.celery_app import app
 from tasks.models import DeadLetter
 from tasks.reliability import platform_task
 from tasks.reliability.log_context import ContextFilter
@@ -229,3 +233,47 @@ def test_a_retry_is_logged_with_its_cause_and_task_id_when_a_task_retries(caplog
     assert record.levelno == logging.WARNING
     assert record.getMessage() == f"task {JOB} retrying after TransientError: still down"
     assert record.task_id == "task-7"
+
+
+# --- a retry that cannot be published ----------------------------------------------------------------
+
+
+FLAKY_JOB = "tests.platform_task.flaky_job"
+
+
+@shared_task(base=PlatformTask, bind=True, name=FLAKY_JOB)
+def flaky_job(self):
+    raise TransientError("briefly down")
+
+
+def run_in_worker(task):
+    """Run ``task`` through Celery's tracer as a worker's pool process does (not eager)."""
+    tracer = build_tracer(task.name, task, app=app, eager=False)
+    return tracer("flaky-1", [], {}, {"id": "flaky-1", "task": task.name, "delivery_info": {}})
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_retry_that_cannot_be_published_gives_the_message_back_when_the_broker_refuses_it(monkeypatch):
+    def broker_refuses(self, *args, **kwargs):
+        raise KombuOperationalError("Error 111 connecting to the broker. Connection refused.")
+
+    monkeypatch.setattr(Signature, "apply_async", broker_refuses)
+    monkeypatch.setattr(platform_task.time, "sleep", lambda seconds: None)
+
+    result = run_in_worker(flaky_job)
+
+    # The tracer hands the worker a Reject; requeue=True means acks_late gives the message back
+    # (Celery's own retry says requeue=False: the message would be dropped).
+    rejected = result.retval.exception
+    rejected = getattr(rejected, "exc", rejected)  # unwrapped as the worker does (ExceptionWithTraceback)
+    assert isinstance(rejected, Reject) and rejected.requeue is True
+
+
+def test_a_retry_that_cannot_be_published_is_left_to_celery_when_the_task_is_called_directly(running, monkeypatch):
+    def broker_refuses(self, *args, **kwargs):
+        raise KombuOperationalError("refused")
+
+    monkeypatch.setattr(Signature, "apply_async", broker_refuses)
+    running(flaky_job, id="flaky-2", called_directly=False, is_eager=True)
+    with pytest.raises(Retry):
+        flaky_job.retry(exc=TransientError("x"), countdown=1)  # eager: no publish, nothing to give back
