@@ -13,8 +13,9 @@ from datetime import date
 from celery import shared_task
 from celery.schedules import crontab
 
+from marketplace.models import DailyStats
 from marketplace.search import components_search_index_rebuild
-from marketplace.stats import daily_stats_calculate, previous_utc_day
+from marketplace.stats import daily_stats_calculate, daily_stats_catch_up
 from marketplace.token_cleanup import api_tokens_delete_expired
 from tasks.jobs import Misfire, Overlap, PlatformTask, declare_schedule
 from tasks.queues import LOW_PRIORITY
@@ -25,10 +26,7 @@ REFRESH_SEARCH_INDEX = "marketplace.refresh_search_index"
 SEARCH_INDEX_BATCH_SIZE = 500
 
 
-@shared_task(base=PlatformTask, name=CALCULATE_DAILY_STATS, queue=LOW_PRIORITY)
-def calculate_daily_stats(day: str | None = None) -> dict:
-    """Fill DailyStats for ``day`` (ISO date; default: the previous UTC day)."""
-    stats = daily_stats_calculate(day=date.fromisoformat(day) if day else previous_utc_day())
+def _stats_summary(stats: DailyStats) -> dict:
     return {
         "date": stats.date.isoformat(),
         "uploads": stats.uploads,
@@ -36,6 +34,17 @@ def calculate_daily_stats(day: str | None = None) -> dict:
         "ratings": stats.ratings,
         "active_authors": stats.active_authors,
     }
+
+
+@shared_task(base=PlatformTask, name=CALCULATE_DAILY_STATS, queue=LOW_PRIORITY)
+def calculate_daily_stats(day: str | None = None) -> dict:
+    """Fill DailyStats for ``day`` (ISO date) alone, or, by default (as Beat runs it), for every
+    missing day up to the previous UTC day and that day again (``daily_stats_catch_up``).
+
+    Returns the numbers of the latest day computed, and ``days``: every day computed.
+    """
+    computed = [daily_stats_calculate(day=date.fromisoformat(day))] if day else daily_stats_catch_up()
+    return {**_stats_summary(computed[-1]), "days": [stats.date.isoformat() for stats in computed]}
 
 
 @shared_task(base=PlatformTask, name=CLEANUP_EXPIRED_TOKENS, queue=LOW_PRIORITY)
@@ -56,7 +65,10 @@ def declare_schedules() -> None:
         name="calculate_daily_stats",
         task=CALCULATE_DAILY_STATS,
         schedule=crontab(minute="0", hour="2"),
-        description="Daily 02:00 UTC: DailyStats (uploads, downloads, ratings, active authors) of the previous day.",
+        description=(
+            "Daily 02:00 UTC: DailyStats (uploads, downloads, ratings, active authors) of the previous day, "
+            "and of any earlier day a late or lost run missed."
+        ),
         queue=LOW_PRIORITY,
         misfire=Misfire.RUN_ONCE,
         overlap=Overlap.SKIP,

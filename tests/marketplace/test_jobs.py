@@ -53,7 +53,14 @@ def activity_around_day():
 def test_daily_stats_count_the_uploads_downloads_ratings_and_authors_of_that_day(activity_around_day):
     result = calculate_daily_stats(DAY.isoformat())
 
-    assert result == {"date": "2026-03-14", "uploads": 3, "downloads": 4, "ratings": 2, "active_authors": 2}
+    assert result == {
+        "date": "2026-03-14",
+        "uploads": 3,
+        "downloads": 4,
+        "ratings": 2,
+        "active_authors": 2,
+        "days": ["2026-03-14"],
+    }
     stats = DailyStats.objects.get(date=DAY)
     assert (stats.uploads, stats.downloads, stats.ratings, stats.active_authors) == (3, 4, 2, 2)
 
@@ -73,9 +80,80 @@ def test_daily_stats_run_twice_for_a_day_keep_one_row_with_the_new_numbers(activ
 def test_daily_stats_without_arguments_cover_the_previous_utc_day_on_an_empty_database():
     result = calculate_daily_stats()
 
-    yesterday = (timezone.now().astimezone(UTC) - timedelta(days=1)).date()
-    assert result == {"date": yesterday.isoformat(), "uploads": 0, "downloads": 0, "ratings": 0, "active_authors": 0}
-    assert DailyStats.objects.filter(date=yesterday).exists()
+    yesterday = (timezone.now().astimezone(UTC) - timedelta(days=1)).date().isoformat()
+    assert result == {
+        "date": yesterday,
+        "uploads": 0,
+        "downloads": 0,
+        "ratings": 0,
+        "active_authors": 0,
+        "days": [yesterday],
+    }
+    assert [day.isoformat() for day in DailyStats.objects.values_list("date", flat=True)] == [yesterday]
+
+
+def numbers(day: date) -> tuple[int, int, int, int]:
+    stats = DailyStats.objects.get(date=day)
+    return stats.uploads, stats.downloads, stats.ratings, stats.active_authors
+
+
+@pytest.fixture
+def now_is(monkeypatch):
+    """Freeze "now" (``django.utils.timezone.now``) at the given time."""
+
+    def freeze(when: datetime) -> None:
+        monkeypatch.setattr(timezone, "now", lambda: when)
+
+    return freeze
+
+
+@pytest.mark.django_db
+def test_daily_stats_run_late_compute_the_day_they_were_due_for_and_every_day_since(activity_around_day, now_is):
+    calculate_daily_stats((DAY - timedelta(days=1)).isoformat())  # the last day computed on time
+    now_is(at(DAY + timedelta(days=2), 2))  # the run due a day earlier (for DAY) comes now
+
+    result = calculate_daily_stats()
+
+    assert result["days"] == [DAY.isoformat(), (DAY + timedelta(days=1)).isoformat()]
+    assert numbers(DAY) == (3, 4, 2, 2)
+    assert numbers(DAY + timedelta(days=1)) == (1, 1, 0, 1)
+
+
+@pytest.mark.django_db
+def test_daily_stats_requeued_count_each_day_once(activity_around_day, now_is):
+    now_is(at(DAY + timedelta(days=2), 2))
+    first = calculate_daily_stats()
+
+    again = calculate_daily_stats()  # the same run delivered a second time
+
+    assert first["days"] == [(DAY + timedelta(days=n)).isoformat() for n in (-1, 0, 1)]
+    assert again["days"] == [(DAY + timedelta(days=1)).isoformat()]  # only yesterday, recomputed
+    assert DailyStats.objects.count() == 3
+    assert numbers(DAY) == (3, 4, 2, 2)
+    assert numbers(DAY + timedelta(days=1)) == (1, 1, 0, 1)
+
+
+@pytest.mark.django_db
+def test_daily_stats_fill_a_day_whose_run_was_lost_when_a_later_one_was_computed(activity_around_day, now_is):
+    for day in (DAY - timedelta(days=1), DAY + timedelta(days=1)):
+        calculate_daily_stats(day.isoformat())
+    now_is(at(DAY + timedelta(days=3), 2))
+
+    result = calculate_daily_stats()
+
+    assert result["days"] == [(DAY + timedelta(days=n)).isoformat() for n in (0, 2)]
+    assert numbers(DAY) == (3, 4, 2, 2)
+
+
+@pytest.mark.django_db
+def test_daily_stats_catch_up_at_most_thirty_days_when_nothing_was_computed_for_longer(now_is):
+    created_on(Component, [ComponentFactory()], at(DAY - timedelta(days=100), 12))
+    now_is(at(DAY + timedelta(days=1), 2))
+
+    result = calculate_daily_stats()
+
+    assert len(result["days"]) == 30
+    assert (result["days"][0], result["days"][-1]) == ((DAY - timedelta(days=29)).isoformat(), DAY.isoformat())
 
 
 @pytest.mark.django_db
