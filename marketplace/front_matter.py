@@ -57,14 +57,20 @@ class _Refused(yaml.YAMLError):
 
 
 def _checked(construct: Any, noun: str, refuse: Any) -> Any:
-    """A constructor that turns ``construct``'s ValueError/OverflowError, or a value ``refuse``
-    names a reason for, into a refusal that says which scalar (a ``noun``) and where."""
+    """A constructor that turns any error of ``construct``, or a value ``refuse`` names a reason
+    for, into a refusal that says which scalar (a ``noun``) and where."""
 
     def construct_checked(loader: SafeConstructor, node: yaml.ScalarNode) -> Any:
-        shown = node.value if len(node.value) <= 40 else f"{node.value[:40]}..."
+        # Quoted into the reason, which is stored and emailed: controls (a NUL) are escaped.
+        shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in node.value[:40])
+        shown += "..." if len(node.value) > 40 else ""
         try:
             value = construct(loader, node)
-        except (ValueError, OverflowError):
+        except _Refused:
+            raise
+        except Exception:
+            # Any failure to convert one scalar is that scalar's fault: ValueError for 2024-13-01,
+            # AttributeError for an explicit !!timestamp on a quoted non-date.
             raise _Refused(f"The {noun} '{shown}' is not valid", node.start_mark) from None
         reason = refuse(value)
         if reason:
@@ -172,10 +178,10 @@ def _parse(text: str) -> tuple[Any, yaml.Node | None]:
         last_line = text.count("\n")
         where = f" at line {min(mark.line, last_line) + FIRST_YAML_LINE}" if mark else ""
         raise ValidationFailed(f"The YAML front matter is not valid YAML{where}.") from exc
-    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
-        # A document that breaks the parser in a way not foreseen above is still the document's
-        # fault: the upload is rejected (not retried into a dead letter), and the log keeps the
-        # traceback for whoever makes the refusal precise.
+    except Exception as exc:
+        # Parsing is a pure function of the text: a document that breaks it in a way not foreseen
+        # above is still the document's fault. The upload is rejected (not retried into a dead
+        # letter), and the log keeps the traceback for whoever makes the refusal precise.
         logger.exception("front matter refused by an unexpected parser error")
         raise ValidationFailed(f"The YAML front matter could not be read ({type(exc).__name__}).") from exc
     return metadata, node

@@ -250,3 +250,19 @@ def test_an_unforeseen_parser_error_is_a_refusal_with_its_kind_and_is_logged(mon
 
     assert _refusal(f"{HEAD}flag: yes\n---\n") == "The YAML front matter could not be read (TypeError)."
     assert "front matter refused by an unexpected parser error" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ('!!int "12\\0"', "The integer '12\\x00' is not valid (line 5)."),
+        ('!!timestamp "2024-01-01\\0"', "The date '2024-01-01\\x00' is not valid (line 5)."),
+        ('!!float "nope\\a"', "The number 'nope\\x07' is not valid (line 5)."),
+    ],
+    ids=["int", "timestamp", "float"],
+)
+def test_explicitly_tagged_scalars_that_do_not_convert_are_refused_with_controls_escaped(value, reason):
+    message = _refusal(f"{HEAD}x: {value}\n---\n")
+
+    assert message == reason
+    assert message.isprintable()  # stored as the rejection reason and emailed
