@@ -4,6 +4,17 @@ A subclass is checked when its ``@dataclass(frozen=True)`` decorator has run: it
 (Python itself refuses a non-frozen dataclass below a frozen one) and every field type must
 survive a JSON round trip exactly. The stable name of a type is ``module.QualName`` unless the
 class sets ``message_name``; that name travels with every serialised message.
+
+Evolution (payloads in the outbox, on the broker and in dead letters outlive the code that
+wrote them):
+
+- Add a field with a default: old payloads load with the default. No version change.
+- Rename or remove a field, or change its meaning: raise the class's ``schema_version`` and declare
+  ``upgrade(data, from_version)``, which turns an older payload's data into the current shape.
+  A payload records its ``schema_version`` when it is above 1 (a field may be called ``version``).
+- A payload with a field the class does not have, or a newer version than the class, was
+  written by newer code (or is wrong): ``from_json`` refuses it (``UnknownMessageShape``)
+  instead of dropping data; a worker retries it for the deploy window, as an unknown type.
 """
 
 from __future__ import annotations
@@ -32,6 +43,10 @@ class MessageDefinitionError(TypeError):
 
 class UnknownMessageType(LookupError):
     """A serialised message names a type that no loaded module defines."""
+
+
+class UnknownMessageShape(UnknownMessageType):
+    """A serialised message of a known type has fields, or a version, this code does not know."""
 
 
 def _check_type(tp: Any, where: str) -> None:
@@ -130,6 +145,8 @@ class Message(metaclass=_MessageMeta):
     """
 
     message_name: ClassVar[str]
+    # The payload shape; raise it (and declare ``upgrade``) when a field is renamed or removed.
+    schema_version: ClassVar[int] = 1
     _field_types: ClassVar[dict[str, Any]]
     _untyped_fields: ClassVar[tuple[str, ...]] = ()
 
@@ -151,7 +168,20 @@ class Message(metaclass=_MessageMeta):
     def to_json(self) -> dict[str, Any]:
         """The JSON-ready form: ``{"type": name, "data": {field: value}}``."""
         data = {f.name: _encode(getattr(self, f.name)) for f in dataclasses.fields(self)}
-        return {"type": self.message_name, "data": data}
+        payload: dict[str, Any] = {"type": self.message_name, "data": data}
+        if self.schema_version != 1:  # 1 stays the unversioned shape every older payload has
+            payload["schema_version"] = self.schema_version
+        return payload
+
+    @classmethod
+    def upgrade(cls, data: dict[str, Any], from_version: int) -> dict[str, Any]:
+        """Turn ``data`` of an older payload (``from_version``) into this version's field names.
+
+        A class that raises ``schema_version`` overrides this; the base knows no older shape.
+        """
+        raise UnknownMessageShape(
+            f"{cls.message_name} version {cls.schema_version} declares no upgrade from version {from_version}"
+        )
 
     @classmethod
     def from_json(cls, payload: dict[str, Any]) -> Message:
@@ -161,7 +191,21 @@ class Message(metaclass=_MessageMeta):
             raise TypeError(f"{payload['type']} is not a {cls.__qualname__}")
         types_ = message_type._field_types
         data = payload["data"]
-        return message_type(**{name: _decode(types_[name], value) for name, value in data.items() if name in types_})
+        if not isinstance(data, dict):
+            raise TypeError(f"{payload['type']}: data must be an object, not {type(data).__name__}")
+        version = payload.get("schema_version", 1)
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise ValueError(f"{payload['type']}: bad version {version!r}")
+        if version > message_type.schema_version:
+            raise UnknownMessageShape(
+                f"{payload['type']} version {version} is newer than this code's {message_type.schema_version}"
+            )
+        if version < message_type.schema_version:
+            data = message_type.upgrade(dict(data), version)
+        unknown = sorted(set(data) - set(types_))
+        if unknown:
+            raise UnknownMessageShape(f"{payload['type']} has fields this code does not know: {', '.join(unknown)}")
+        return message_type(**{name: _decode(types_[name], value) for name, value in data.items()})
 
 
 def message_type_for(name: str) -> type[Message]:

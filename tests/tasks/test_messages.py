@@ -9,7 +9,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import pytest
 from hypothesis import HealthCheck, given
@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from tasks.messages import (
     Message,
     MessageDefinitionError,
+    UnknownMessageShape,
     UnknownMessageType,
     message_type_for,
     registered_message_types,
@@ -518,3 +519,72 @@ def test_a_bare_list_or_dict_field_still_round_trips_json_native_values():
 
     message = LooseButNative(extra={"a": [1, 2.5, "x", None, True], "b": {"c": False}}, items=[1, "two"])
     assert_exact(through_json(message), message)
+
+
+# --- evolution: payloads written by older (or newer) code (issue 14 item 3) -----------------------
+
+
+@dataclass(frozen=True)
+class PriceChanged(Message):
+    """Version 1 had ``amount`` (cents, int) and ``cur``; version 2 has ``price`` and ``currency``."""
+
+    schema_version: ClassVar[int] = 2
+    price: Decimal
+    currency: str
+    reason: str = ""  # added later, with a default: no version change
+
+    @classmethod
+    def upgrade(cls, data: dict, from_version: int) -> dict:
+        if from_version == 1:
+            data["price"] = str(Decimal(data.pop("amount")) / 100)
+            data["currency"] = data.pop("cur")
+        return data
+
+
+def test_a_payload_without_a_field_added_since_loads_with_its_default():
+    old = {"type": PriceChanged.message_name, "schema_version": 2, "data": {"price": "1.50", "currency": "EUR"}}
+    assert Message.from_json(old).reason == ""
+
+
+def test_an_old_version_is_upgraded_by_the_class_when_a_field_was_renamed():
+    message_id = uuid.uuid4()
+    old = {"type": PriceChanged.message_name, "data": {"amount": 150, "cur": "EUR", "message_id": str(message_id)}}
+    loaded = Message.from_json(old)
+    assert (loaded.price, loaded.currency, loaded.message_id) == (Decimal("1.5"), "EUR", message_id)
+
+
+def test_the_version_travels_in_the_payload_only_when_it_is_above_one():
+    assert PriceChanged(price=Decimal("1"), currency="EUR").to_json()["schema_version"] == 2
+    assert set(Parent(parent_id=1).to_json()) == {"type", "data"}
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"type": None, "schema_version": 2, "data": {"price": "1", "currency": "EUR", "discount": "0.1"}},
+        {"type": None, "schema_version": 3, "data": {"price": "1", "currency": "EUR"}},
+        {"type": None, "schema_version": 1, "data": {"amount": 1, "cur": "EUR", "rate": 2}},
+    ],
+    ids=["unknown field", "newer version", "unknown field after the upgrade"],
+)
+def test_a_payload_from_newer_code_is_refused_not_silently_dropped(payload):
+    payload["type"] = PriceChanged.message_name
+    with pytest.raises(UnknownMessageShape):
+        Message.from_json(payload)
+    assert issubclass(UnknownMessageShape, UnknownMessageType)  # "unknown type": the deploy window
+
+
+def test_a_version_without_an_upgrade_step_is_refused_when_the_class_declares_none():
+    @dataclass(frozen=True)
+    class Bumped(Message):
+        schema_version: ClassVar[int] = 2
+        name: str
+
+    with pytest.raises(UnknownMessageShape, match="no upgrade from version 1"):
+        Message.from_json({"type": Bumped.message_name, "data": {"name": "x"}})
+
+
+@pytest.mark.parametrize("version", [0, "2", True, None])
+def test_a_malformed_version_is_refused(version):
+    with pytest.raises(ValueError, match="bad version"):
+        Message.from_json({"type": PriceChanged.message_name, "schema_version": version, "data": {}})
