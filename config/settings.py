@@ -221,6 +221,9 @@ TASKS_RETRY_BACKOFF_MAX = env.int("TASKS_RETRY_BACKOFF_MAX", default=30)
 # A delivery whose task started this many times without finishing (its worker died each time)
 # is dead-lettered instead of run again.
 DELIVERY_MAX_UNFINISHED_STARTS = env.int("DELIVERY_MAX_UNFINISHED_STARTS", default=3)
+# Rolling deploys: a worker that does not know a delivery's message type or handler yet retries
+# it with backoff for this many seconds after the delivery was recorded, then dead-letters it.
+DELIVERY_DEPLOY_WINDOW = env.int("DELIVERY_DEPLOY_WINDOW", default=900)
 # Deliveries not done this long after they were sent are sent again by the relay's sweeper.
 DELIVERY_RESEND_AFTER = env.int("DELIVERY_RESEND_AFTER", default=CELERY_VISIBILITY_TIMEOUT + CELERY_TASK_TIME_LIMIT)
 # Seconds a worker given SIGTERM waits for running tasks before giving them back to the queue;

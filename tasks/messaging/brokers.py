@@ -13,14 +13,18 @@ from __future__ import annotations
 import abc
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Protocol, runtime_checkable
-
-from django.utils.module_loading import import_string
 
 from tasks.messages import Message
 from tasks.messaging.deliveries import deliveries_publish, deliveries_record_and_publish
-from tasks.messaging.subscriptions import Handler, Predicate, Subscription, SubscriptionRegistry
+from tasks.messaging.subscriptions import (
+    Handler,
+    Predicate,
+    Subscription,
+    SubscriptionRegistry,
+    async_subscription_find,
+)
 from tasks.models import Delivery
 from tasks.queues import DEFAULT
 
@@ -37,6 +41,7 @@ class Broker(Protocol):
         handler: Handler,
         queue_name: str = DEFAULT,
         predicate: Predicate | None = None,
+        replaces: Iterable[str] = (),
     ) -> None: ...
 
     def publish(self, message: Message) -> None: ...
@@ -144,9 +149,13 @@ class TestBroker(_LocalBroker):
         ran = 0
         while self.pending:
             message, subscription = self.pending.pop(0)
-            # As a worker would: the message through JSON, the handler imported by its path.
+            # As a worker would: the message through JSON, the handler found in the registry by
+            # the path its delivery records.
             received = Message.from_json(json.loads(json.dumps(message.to_json())))
-            import_string(subscription.handler_path)(received)
+            found = self.async_subscription(type(received), subscription.handler_path)
+            if found is None:
+                raise LookupError(f"no async subscription of {received.message_name} for {subscription.handler_path}")
+            found.handler(received)
             ran += 1
         return ran
 
@@ -158,6 +167,12 @@ _overrides: list[Broker] = []
 def get_message_broker() -> Broker:
     """The broker in force: the innermost override, else the process-wide MemoryBroker."""
     return _overrides[-1] if _overrides else _default_broker
+
+
+def async_subscription_resolve(message_type: type[Message], path: str) -> Subscription | None:
+    """The subscription a worker runs for a delivery of ``message_type`` recorded under handler
+    ``path``: an async subscription of the broker in force (its own path or one it replaces)."""
+    return async_subscription_find(get_message_broker().subscriptions(), message_type, path)
 
 
 def get_recording_broker() -> RecordingBroker:

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,10 +58,16 @@ class Subscription:
     is_async: bool
     queue_name: str | None = None
     predicate: Predicate | None = None
+    # Handler paths this one was known by before a rename: deliveries recorded under them run it.
+    replaces: tuple[str, ...] = ()
 
     @property
     def handler_path(self) -> str:
         return _describe(self.handler)
+
+    def answers_to(self, path: str) -> bool:
+        """Whether a delivery recorded under handler ``path`` is this subscription's."""
+        return path == self.handler_path or path in self.replaces
 
     def wants(self, message: Message) -> bool:
         return self.predicate is None or bool(self.predicate(message))
@@ -83,17 +89,28 @@ class SubscriptionRegistry:
         handler: Handler,
         queue_name: str = DEFAULT,
         predicate: Predicate | None = None,
+        replaces: Iterable[str] = (),
     ) -> None:
         """Run ``handler(message)`` on a worker, one Celery task per message, on ``queue_name``.
 
         The predicate runs at publish time: when it is false no task is sent at all.
+        ``replaces`` names the paths the handler had before it was renamed or moved, so the
+        deliveries (and dead letters) recorded under an old path still run, with this handler.
         """
         handler_path(handler)
         try:
             validate_queue(queue_name)
         except ValueError as exc:
             raise SubscriptionError(str(exc)) from None
-        self._add(Subscription(message_type, handler, is_async=True, queue_name=queue_name, predicate=predicate))
+        old_paths = (replaces,) if isinstance(replaces, str) else tuple(replaces)
+        for path in old_paths:
+            if not isinstance(path, str) or "." not in path or path.startswith(".") or path.endswith("."):
+                raise SubscriptionError(f"replaces={path!r}: a handler path is 'module.function'")
+        self._add(
+            Subscription(
+                message_type, handler, is_async=True, queue_name=queue_name, predicate=predicate, replaces=old_paths
+            )
+        )
 
     def _add(self, subscription: Subscription) -> None:
         if not (isinstance(subscription.message_type, type) and issubclass(subscription.message_type, Message)):
@@ -110,6 +127,10 @@ class SubscriptionRegistry:
     def subscriptions(self) -> list[Subscription]:
         """Every subscription, in the order they were made."""
         return list(self._subscriptions)
+
+    def async_subscription(self, message_type: type[Message], path: str) -> Subscription | None:
+        """See ``async_subscription_find``: this registry's async subscription for a delivery."""
+        return async_subscription_find(self._subscriptions, message_type, path)
 
     def subscriptions_for(self, message: Message) -> list[Subscription]:
         """Subscriptions whose type the message is an instance of (subscribing to a base type
@@ -138,6 +159,22 @@ class SubscriptionRegistry:
             if subscription.is_async
             and _logging_errors(subscription, message, "predicate failed; no delivery for this handler", _wants)
         ]
+
+
+def async_subscription_find(
+    subscriptions: Iterable[Subscription], message_type: type[Message], path: str
+) -> Subscription | None:
+    """The async subscription of ``message_type`` (or a base of it) whose handler is ``path``, by
+    its own path or one it ``replaces``; None if there is none.
+
+    This is how a worker turns the handler path of a delivery (broker data, untrusted) into a
+    function: only what the running code subscribed can be found, nothing is imported by name.
+    """
+    candidates = [s for s in subscriptions if s.is_async and issubclass(message_type, s.message_type)]
+    # A handler's own path wins over another's old name for it.
+    exact = [s for s in candidates if s.handler_path == path]
+    renamed = [s for s in candidates if path in s.replaces]
+    return (exact or renamed or [None])[0]
 
 
 def _run_if_wanted(subscription: Subscription, message: Message) -> None:

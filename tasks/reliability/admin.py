@@ -17,7 +17,12 @@ from django.utils.html import format_html
 from tasks.admin_mixins import ReadOnlyAdminMixin
 from tasks.messaging.deliveries import DispatchError
 from tasks.models import DeadLetter, Delivery, Outbox
-from tasks.reliability.dead_letters import dead_letter_requeue, dead_letters_discard, dead_letters_requeue
+from tasks.reliability.dead_letters import (
+    Requeued,
+    dead_letter_requeue,
+    dead_letters_discard,
+    dead_letters_requeue_report,
+)
 
 
 def _pretty_json(value: object) -> str:
@@ -78,11 +83,16 @@ class DeadLetterAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.action(description="Requeue selected dead letters", permissions=["change"])
     def requeue_dead_letters(self, request: HttpRequest, queryset) -> None:
         try:
-            count = dead_letters_requeue(dead_letters=queryset)
+            counts = dead_letters_requeue_report(dead_letters=queryset)
         except DispatchError as exc:
             self.message_user(request, f"The broker is unavailable, nothing more was requeued: {exc}", messages.ERROR)
             return
-        self.message_user(request, f"Requeued {count} dead letter(s).", messages.SUCCESS)
+        text = f"Requeued {counts[Requeued.SENT]} dead letter(s)."
+        if counts[Requeued.RESOLVED]:
+            text += f" {counts[Requeued.RESOLVED]} resolved: their delivery was done already, nothing sent."
+        if counts[Requeued.SKIPPED]:
+            text += f" {counts[Requeued.SKIPPED]} skipped: requeued or discarded meanwhile."
+        self.message_user(request, text, messages.SUCCESS)
 
     @admin.action(description="Discard selected dead letters", permissions=["change"])
     def discard_dead_letters(self, request: HttpRequest, queryset) -> None:
@@ -102,15 +112,24 @@ class DeadLetterAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         if "_discard" in request.POST:
             dead_letters_discard(dead_letters=DeadLetter.objects.filter(pk=dead_letter.pk))
             self.message_user(request, f"Discarded dead letter {dead_letter.pk}.", messages.SUCCESS)
-        elif dead_letter.status == DeadLetter.Status.DEAD:
+        else:
+            # Locked and re-checked inside: another admin may have acted since this page loaded.
             try:
-                dead_letter_requeue(dead_letter=dead_letter)
-                self.message_user(request, f"Requeued dead letter {dead_letter.pk}.", messages.SUCCESS)
+                outcome = dead_letter_requeue(dead_letter=dead_letter.pk)
             except DispatchError as exc:
                 self.message_user(request, f"The broker is unavailable; try again: {exc}", messages.ERROR)
-        else:
-            self.message_user(request, f"Dead letter {dead_letter.pk} is {dead_letter.status}.", messages.WARNING)
+            else:
+                self._report_one(request, dead_letter.pk, outcome)
         return HttpResponseRedirect(reverse("admin:tasks_deadletter_change", args=[dead_letter.pk]))
+
+    def _report_one(self, request: HttpRequest, pk: int, outcome: Requeued) -> None:
+        if outcome == Requeued.SENT:
+            self.message_user(request, f"Requeued dead letter {pk}.", messages.SUCCESS)
+        elif outcome == Requeued.RESOLVED:
+            self.message_user(request, f"Dead letter {pk} resolved: its delivery was done already.", messages.INFO)
+        else:
+            status = DeadLetter.objects.filter(pk=pk).values_list("status", flat=True).first()
+            self.message_user(request, f"Dead letter {pk} is {status}: not requeued.", messages.WARNING)
 
 
 class OutboxAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):

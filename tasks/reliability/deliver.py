@@ -1,28 +1,44 @@
 """``tasks.deliver``: the one Celery task that runs one async handler for one message.
 
+The handler is found in the subscription registry (an async subscription of the message's type,
+by its path or a path it replaces), never imported by the name the broker sends: a message that
+names anything else is refused and dead-lettered, never run. A worker that does not know the
+type or handler yet (a rolling deploy) retries it for ``DELIVERY_DEPLOY_WINDOW`` first.
+
 The handler's work and the ``done`` mark of its Delivery row commit in one transaction, so a
 redelivered message (acks_late, a re-sent delivery, a requeued dead letter) does nothing the
 second time. Each start is counted first, in its own commit: a delivery that keeps starting
 without finishing (its worker is killed every time) is dead-lettered instead of run again.
+Status changes go through ``tasks.reliability.delivery_state``.
 """
 
 from __future__ import annotations
 
 import logging
+import random
+import uuid
 from collections.abc import Callable
-from datetime import timedelta
 
 from celery import shared_task
+from celery.exceptions import Retry
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
-from django.utils.module_loading import import_string
 
-from tasks.messages import Message, UnknownMessageType
+from tasks.messages import Message, UnknownMessageShape, UnknownMessageType, message_type_for
+from tasks.messaging.brokers import async_subscription_resolve
 from tasks.messaging.deliveries import DELIVER_TASK
-from tasks.messaging.round_trips import execute_with_async_commit
-from tasks.models import Delivery
+from tasks.messaging.subscriptions import Subscription
 from tasks.reliability.dead_letters import FailedDelivery
+from tasks.reliability.delivery_requests import DeliverRequest
+from tasks.reliability.delivery_state import (
+    delivery_created_at,
+    delivery_finish,
+    delivery_postpone,
+    delivery_release,
+    delivery_start,
+    retry_time,
+)
 from tasks.reliability.log_context import log_context
 from tasks.reliability.platform_task import PermanentError, PlatformTask, PoisonMessage
 from tasks.reliability.task_results import task_result_store_success
@@ -33,47 +49,53 @@ DUPLICATE = "duplicate"
 DONE = "done"
 
 
-def _count_start(message: Message, handler: str, payload: dict, queue: str) -> int | None:
-    """Record that this delivery started; the starts since its last clean finish, or None if it
-    is done (or dead) already."""
-    key = {"message_id": message.message_id, "handler": handler}
-    unfinished = [Delivery.Status.PENDING, Delivery.Status.RUNNING]
+class RefusedDelivery(PermanentError):
+    """Not a delivery any process planned: a forged or malformed message. Never run, never retried."""
 
-    def start() -> int | None:
-        # One statement, committed without waiting for the disk (a count lost in a crash only
-        # gives a poison message one more try): this runs for every delivery.
-        field = Delivery._meta.get_field("message_id")
-        rows = execute_with_async_commit(
-            f"UPDATE {Delivery._meta.db_table} "  # noqa: S608 (table name from the model, values bound)
-            "SET status = %s, unfinished_starts = unfinished_starts + 1, attempts = attempts + 1 "
-            "WHERE message_id = %s AND handler = %s AND status IN (%s, %s) RETURNING unfinished_starts",
-            [
-                Delivery.Status.RUNNING,
-                field.get_db_prep_value(message.message_id, connection),
-                handler,
-                *unfinished,
-            ],
-        )
-        return rows[0][0] if rows else None
+    dead_letter_reason = "refused"
 
-    starts = start()
-    if starts is not None:
-        return starts
-    _, created = Delivery.objects.get_or_create(
-        **key,
-        defaults={
-            "message_type": message.message_name,
-            "payload": payload,
-            "queue": queue,
-            "status": Delivery.Status.RUNNING,
-            "unfinished_starts": 1,
-            "attempts": 1,
-            "sent_at": timezone.now(),
-        },
-    )
-    # Not created: the row appeared meanwhile (its sender committed as we started); it may be
-    # pending rather than done, so try the start again instead of calling it a duplicate.
-    return 1 if created else start()
+
+class UnknownToThisWorker(PermanentError):
+    """A delivery whose message type, shape or handler this worker's code does not know."""
+
+    # Class attributes, not constructor arguments: Celery may pickle the exception on its way to
+    # on_failure, and only the message survives that.
+    dead_letter_reason = "unknown type"
+
+
+class UnknownHandler(UnknownToThisWorker):
+    """No async subscription of the message's type answers to the delivery's handler path."""
+
+    dead_letter_reason = "unknown handler"
+
+
+def delivery_resolve(*, payload: object, handler: object) -> tuple[Message, Subscription]:
+    """The message in ``payload`` and the subscription that handles it under ``handler``.
+
+    Raises ``RefusedDelivery`` for arguments that are not a delivery, ``UnknownToThisWorker``
+    when the type, shape or handler is unknown here, ``PermanentError`` for an unreadable payload.
+    """
+    if not (
+        isinstance(payload, dict)
+        and isinstance(payload.get("type"), str)
+        and isinstance(payload.get("data"), dict)
+        and isinstance(handler, str)
+    ):
+        raise RefusedDelivery(f"not a delivery: payload {type(payload).__name__}, handler {handler!r}")
+    try:
+        message_type = message_type_for(payload["type"])
+    except UnknownMessageType as exc:
+        raise UnknownToThisWorker(str(exc)) from exc
+    subscription = async_subscription_resolve(message_type, handler)
+    if subscription is None:
+        raise UnknownHandler(f"no async subscription of {message_type.message_name} for handler {handler!r}")
+    try:
+        message = message_type.from_json(payload)
+    except UnknownMessageShape as exc:
+        raise UnknownToThisWorker(str(exc)) from exc
+    except (UnknownMessageType, KeyError, TypeError, ValueError) as exc:
+        raise PermanentError(f"cannot read message: {exc}") from exc
+    return message, subscription
 
 
 def delivery_run(*, payload: dict, handler: str, queue: str = "", on_done: Callable[[], None] | None = None) -> str:
@@ -81,62 +103,79 @@ def delivery_run(*, payload: dict, handler: str, queue: str = "", on_done: Calla
 
     ``on_done`` runs after the handler, inside its transaction: what it writes commits with it.
     """
-    # The handler first: importing its module registers the message types it handles.
-    try:
-        func = import_string(handler)
-    except ImportError as exc:
-        raise PermanentError(f"cannot import handler {handler!r}: {exc}") from exc
-    try:
-        message = Message.from_json(payload)
-    except (UnknownMessageType, KeyError, TypeError, ValueError) as exc:
-        raise PermanentError(f"cannot read message: {exc}") from exc
-
+    message, subscription = delivery_resolve(payload=payload, handler=handler)
+    key = {"message_id": message.message_id, "handler": handler}
     with log_context(message_id=message.message_id, handler=handler):
-        starts = _count_start(message, handler, payload, queue)
+        starts = delivery_start(**key, message_type=message.message_name, payload=payload, queue=queue)
         if starts is None:
             logger.info("delivery already done; skipped")
             return DUPLICATE
         if starts > settings.DELIVERY_MAX_UNFINISHED_STARTS:
             raise PoisonMessage(f"started {starts} times without finishing: its worker died each time")
-        key = {"message_id": message.message_id, "handler": handler}
         try:
             with transaction.atomic():
-                # Mark done first: the UPDATE takes the row lock, so a concurrent duplicate waits
-                # here and then finds it done; if the handler fails, the rollback unmarks it.
-                claimed = (
-                    Delivery.objects.filter(**key)
-                    .exclude(status__in=[Delivery.Status.DONE, Delivery.Status.DEAD])
-                    .update(status=Delivery.Status.DONE, completed_at=timezone.now(), unfinished_starts=0)
-                )
-                if not claimed:
+                # Mark done first: a concurrent duplicate waits on the row and then finds it
+                # done; if the handler fails, the rollback unmarks it.
+                if not delivery_finish(**key):
                     return DUPLICATE
-                func(message)
+                subscription.handler(message)
                 if on_done is not None:
                     on_done()
         except Exception:
             # A clean failure is a finish too; keep the sweeper off it while a retry waits.
-            Delivery.objects.filter(**key, status=Delivery.Status.RUNNING).update(
-                status=Delivery.Status.PENDING,
-                unfinished_starts=0,
-                sent_at=timezone.now() + timedelta(seconds=settings.TASKS_RETRY_BACKOFF_MAX),
-            )
+            delivery_release(**key, retry_at=retry_time(settings.TASKS_RETRY_BACKOFF_MAX))
             raise
     return DONE
 
 
+def deploy_window_wait(*, payload: object, handler: object, exc: UnknownToThisWorker) -> float:
+    """Seconds to wait before this worker (or a newer one) tries ``exc``'s delivery again.
+
+    Raises ``RefusedDelivery`` when no process ever recorded the delivery (nobody planned it:
+    forged), and ``exc`` itself once ``DELIVERY_DEPLOY_WINDOW`` has passed since it was recorded.
+    """
+    data = payload.get("data") if isinstance(payload, dict) else None
+    raw_id = data.get("message_id") if isinstance(data, dict) else None
+    try:
+        message_id = uuid.UUID(str(raw_id))
+    except ValueError:
+        message_id = None
+    created = (
+        delivery_created_at(message_id=message_id, handler=handler) if message_id and isinstance(handler, str) else None
+    )
+    if created is None:
+        raise RefusedDelivery(f"{exc}; and no process recorded this delivery") from exc
+    waited = (timezone.now() - created).total_seconds()
+    if waited >= settings.DELIVERY_DEPLOY_WINDOW:
+        raise exc
+    # Backoff that grows with the time waited so far (about doubling each try), jittered, capped.
+    ceiling = min(max(waited, 1.0), settings.TASKS_RETRY_BACKOFF_MAX)
+    countdown = random.uniform(ceiling / 2, ceiling)
+    # The sweeper counts from sent_at: it leaves the row alone while this retry waits.
+    delivery_postpone(message_id=message_id, handler=handler, until=retry_time(countdown))
+    return countdown
+
+
 class DeliverTask(PlatformTask):
-    """``PlatformTask`` for ``deliver``: a failed run names the delivery it was."""
+    """``PlatformTask`` for ``deliver``: a failed run names the delivery it was; a run the
+    platform cancels (shutdown, lost broker) gives its start back (``DeliverRequest``)."""
+
+    Request = DeliverRequest
 
     def failed_delivery(self, args: tuple, kwargs: dict) -> FailedDelivery | None:
         payload, handler = (*args, None, None)[:2]
         payload, handler = kwargs.get("payload", payload), kwargs.get("handler", handler)
         if not isinstance(payload, dict) or not isinstance(handler, str):
             return None  # not the arguments deliver takes: kept as a plain dead letter
-        message_id = (payload.get("data") or {}).get("message_id")
-        if not message_id:
+        data = payload.get("data")
+        try:
+            message_id = uuid.UUID(str(data.get("message_id"))) if isinstance(data, dict) else None
+        except ValueError:
+            message_id = None
+        if message_id is None:
             return None
         return FailedDelivery(
-            message_id=message_id, handler=handler, message_type=payload.get("type", ""), payload=payload
+            message_id=str(message_id), handler=handler, message_type=payload.get("type", ""), payload=payload
         )
 
 
@@ -160,4 +199,14 @@ def deliver(self: DeliverTask, payload: dict, handler: str) -> str:
     def store_success() -> None:
         task_result_store_success(backend=self.backend, request=request, result=DONE)
 
-    return delivery_run(payload=payload, handler=handler, queue=queue, on_done=store_success)
+    try:
+        return delivery_run(payload=payload, handler=handler, queue=queue, on_done=store_success)
+    except UnknownToThisWorker as exc:
+        countdown = deploy_window_wait(payload=payload, handler=handler, exc=exc)
+        if request.is_eager:
+            raise  # an eager run has no queue to wait on
+        logger.warning("%s; retrying in %.0f s (deploy window)", exc, countdown)
+        # A new retry chain (retries=0), so the wait does not use up the transient-error retries.
+        signature = self.signature_from_request(request, countdown=countdown, retries=0)
+        signature.apply_async()
+        raise Retry(exc=exc, when=countdown, sig=signature) from exc

@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from tasks.messaging.deliveries import DispatchError
 from tasks.models import DeadLetter
-from tasks.reliability.dead_letters import dead_letters_discard, dead_letters_requeue
+from tasks.reliability.dead_letters import Requeued, dead_letters_discard, dead_letters_requeue_report
 
 
 class Command(BaseCommand):
@@ -16,7 +16,7 @@ class Command(BaseCommand):
         parser.add_argument("--task", help="task name")
         parser.add_argument("--handler", help="handler path")
         parser.add_argument("--reason", help="failed, retries exhausted, poison, time limit")
-        parser.add_argument("--status", default="dead", help="dead (default), requeued, discarded or any")
+        parser.add_argument("--status", default="dead", help="dead (default), requeued, discarded, resolved or any")
         parser.add_argument("--all", action="store_true", help="act on every match (required without --id)")
 
     def handle(self, *args, action, ids, task, handler, reason, status, all, **options):
@@ -45,7 +45,12 @@ class Command(BaseCommand):
         if action == "discard":
             self.stdout.write(f"discarded {dead_letters_discard(dead_letters=queryset)}")
             return
+        # Each row is locked and re-checked as its turn comes: two of these at once send each once.
         try:
-            self.stdout.write(f"requeued {dead_letters_requeue(dead_letters=queryset)}")
+            counts = dead_letters_requeue_report(dead_letters=queryset)
         except DispatchError as exc:
             raise CommandError(f"broker unavailable: {exc}") from exc
+        self.stdout.write(
+            f"requeued {counts[Requeued.SENT]}, resolved {counts[Requeued.RESOLVED]} (delivery done already), "
+            f"skipped {counts[Requeued.SKIPPED]} (requeued or discarded meanwhile)"
+        )

@@ -6,11 +6,16 @@ task by name), or discards it (DESIGN.md section 5).
 What a requeue sends is read back from the tests' Redis, as a worker would receive it.
 """
 
+import contextlib
+import io
+import threading
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
+from django.core.management import call_command
+from django.db import connection
 from django.utils import timezone
 from kombu.exceptions import OperationalError
 
@@ -20,8 +25,10 @@ from tasks.messages import Message
 from tasks.messaging.deliveries import DispatchError
 from tasks.messaging.relay import outbox_relay_once
 from tasks.models import DeadLetter, Delivery, Outbox
+from tasks.reliability import dead_letters as dead_letters_module
 from tasks.reliability.dead_letters import (
     FailedDelivery,
+    Requeued,
     dead_letter_record,
     dead_letter_requeue,
     dead_letters_discard,
@@ -30,6 +37,7 @@ from tasks.reliability.dead_letters import (
 from tasks.reliability.deliver import DONE, DUPLICATE, deliver, delivery_run
 from tests.support.broker import broker_down
 from tests.support.queues import queued_messages
+from tests.support.subscribed import subscribed_async
 
 MODULE = __name__
 GRACE = timedelta(seconds=5)
@@ -59,6 +67,13 @@ def clean_runs():
     runs.clear()
     yield
     runs.clear()
+
+
+@pytest.fixture(autouse=True)
+def subscribed():
+    """do_work and do_other_work subscribed as ready() would: the deliver task finds them there."""
+    with subscribed_async(WorkRequested, [do_work, do_other_work], queue_name="low"):
+        yield
 
 
 @pytest.fixture
@@ -308,11 +323,6 @@ def test_a_plain_task_stays_dead_and_dispatch_error_is_raised_when_sending_it_fa
     assert dead.status == DeadLetter.Status.DEAD
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: dead_letter_requeue sets the Delivery back to pending whatever its status, so a delivery "
-    "that finished after a requeue the broker refused runs its handler again (done must be terminal)",
-)
 def test_a_delivery_that_finished_meanwhile_is_not_run_again_when_its_dead_letter_is_requeued(redis_client):
     message = WorkRequested(work_id=7)
     dead = dead_delivery(message)
@@ -420,13 +430,109 @@ def test_a_failed_deliver_run_is_a_plain_dead_letter_when_its_arguments_are_not_
     assert dead.args == ["not a payload", f"{MODULE}.do_work"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: DeliverTask.failed_delivery passes a message id that is not a UUID on to dead_letter_record, "
-    "whose Delivery/DeadLetter lookups raise ValidationError; on_failure logs it and no dead letter is kept",
-)
 def test_a_failed_deliver_run_is_still_dead_lettered_when_its_message_id_is_not_a_uuid():
     payload = {"type": f"{MODULE}.WorkRequested", "data": {"work_id": 14, "message_id": "not-a-uuid"}}
     result = deliver.apply(args=(payload, handler_path(do_work)))
     assert result.failed()
     assert DeadLetter.objects.filter(task_id=result.id).exists()
+
+
+# --- done is terminal; requeue and discard lock what they act on (issue 14 item 1) -----------------
+
+
+def test_a_done_delivery_stays_done_when_a_stale_copy_of_it_is_dead_lettered():
+    message = WorkRequested(work_id=20)
+    delivery_row(message, status=Delivery.Status.DONE)
+    dead = record(delivery=failed_delivery(message))
+    assert dead.status == DeadLetter.Status.DEAD  # the copy's failure is kept for the record
+    assert Delivery.objects.get().status == Delivery.Status.DONE
+
+
+def test_requeue_resolves_the_dead_letter_and_sends_nothing_when_its_delivery_is_done(redis_client):
+    message = WorkRequested(work_id=21)
+    delivery_row(message, status=Delivery.Status.DONE)
+    dead = record(delivery=failed_delivery(message))
+
+    assert dead_letter_requeue(dead_letter=dead) == Requeued.RESOLVED
+
+    dead.refresh_from_db()
+    assert (dead.status, dead.requeue_count) == (DeadLetter.Status.RESOLVED, 0)
+    assert queued_messages(redis_client, "low") == []
+    assert Delivery.objects.get().status == Delivery.Status.DONE
+
+
+def test_a_stale_dead_letter_object_is_not_sent_again_when_it_was_requeued_meanwhile(redis_client):
+    dead = dead_delivery(WorkRequested(work_id=22))
+    stale = DeadLetter.objects.get(pk=dead.pk)  # an admin page loaded before the other requeue
+    assert dead_letter_requeue(dead_letter=dead) == Requeued.SENT
+    assert dead_letter_requeue(dead_letter=stale) == Requeued.SKIPPED
+    assert len(queued_messages(redis_client, "low")) == 1
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="two writers at once need PostgreSQL")
+def test_each_dead_letter_is_sent_once_when_two_requeues_of_it_run_at_once(redis_client, monkeypatch):
+    dead = dead_delivery(WorkRequested(work_id=23))
+    stale_copies = [DeadLetter.objects.get(pk=dead.pk) for _ in range(2)]  # two admins, one page each
+    # Each requeue that gets as far as sending waits here for the other: without the lock and
+    # the re-check, both send; with them, the second finds it requeued and never gets here.
+    both_sending = threading.Barrier(2, timeout=5)
+    real_publish = dead_letters_module.deliveries_publish
+
+    def publish_when_both_are_sending(rows):
+        with contextlib.suppress(threading.BrokenBarrierError):
+            both_sending.wait()
+        real_publish(rows)
+
+    monkeypatch.setattr(dead_letters_module, "deliveries_publish", publish_when_both_are_sending)
+    outcomes = _at_once([lambda dl=dl: dead_letter_requeue(dead_letter=dl) for dl in stale_copies])
+
+    assert sorted(outcomes) == sorted([Requeued.SENT, Requeued.SKIPPED])
+    assert len(queued_messages(redis_client, "low")) == 1
+    assert DeadLetter.objects.get().requeue_count == 1
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="two writers at once need PostgreSQL")
+def test_each_dead_letter_is_sent_once_when_two_bulk_requeues_of_the_same_selection_run_at_once(redis_client):
+    for work_id in range(30, 60):
+        dead_delivery(WorkRequested(work_id=work_id))
+    selection = DeadLetter.objects.filter(status=DeadLetter.Status.DEAD)
+
+    sent = _at_once([lambda: dead_letters_requeue(dead_letters=selection)] * 2)
+
+    assert sum(sent) == 30
+    work_ids = [m["args"][0]["data"]["work_id"] for m in queued_messages(redis_client, "low")]
+    assert sorted(work_ids) == list(range(30, 60))
+    assert set(DeadLetter.objects.values_list("requeue_count", flat=True)) == {1}
+
+
+def test_the_command_reports_what_it_sent_resolved_and_skipped_when_it_requeues(redis_client):
+    done = WorkRequested(work_id=61)
+    delivery_row(done, status=Delivery.Status.DONE)
+    record(delivery=failed_delivery(done))
+    dead_delivery(WorkRequested(work_id=62))
+    out = io.StringIO()
+    call_command("dead_letters", "requeue", "--all", stdout=out)
+    assert "requeued 1, resolved 1" in out.getvalue()
+    assert [m["args"][0]["data"]["work_id"] for m in queued_messages(redis_client, "low")] == [62]
+    call_command("dead_letters", "requeue", "--all", stdout=out)  # again: nothing left to send
+    assert len(queued_messages(redis_client, "low")) == 1
+
+
+def _at_once(calls: list) -> list:
+    """Run each call in its own thread (its own database connection) at the same moment."""
+    results: list = [None] * len(calls)
+    start = threading.Barrier(len(calls), timeout=10)
+
+    def run(index: int) -> None:
+        try:
+            start.wait()
+            results[index] = calls[index]()
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return results

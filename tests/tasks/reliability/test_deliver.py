@@ -13,8 +13,9 @@ from django.utils import timezone
 from config.celery_app import app
 from tasks.messages import Message
 from tasks.models import DeadLetter, Delivery
-from tasks.reliability.deliver import DONE, DUPLICATE, deliver, delivery_run
+from tasks.reliability.deliver import DONE, DUPLICATE, UnknownToThisWorker, deliver, delivery_run
 from tasks.reliability.platform_task import PermanentError, PoisonMessage, TransientError
+from tests.support.subscribed import subscribed_async
 
 MODULE = __name__
 
@@ -55,6 +56,13 @@ def transiently_failing(message):
 @pytest.fixture(autouse=True)
 def reset_state():
     STATE.update(failures_left=0, runs=0)
+
+
+@pytest.fixture(autouse=True)
+def subscribed():
+    """The handlers of this module, subscribed as an app's ready() would: deliver finds them there."""
+    with subscribed_async(WorkRequested, [create_group, fails_then_creates, permanently_failing, transiently_failing]):
+        yield
 
 
 def path(func) -> str:
@@ -152,8 +160,8 @@ def test_an_unreadable_message_raises_permanent_error_and_runs_nothing(payload):
     "handler",
     [f"{MODULE}.no_such_handler", "no_such_package.module.handler", "not-a-dotted-path"],
 )
-def test_an_unimportable_handler_raises_permanent_error(handler):
-    with pytest.raises(PermanentError, match="cannot import handler"):
+def test_an_unsubscribed_handler_raises_permanent_error(handler):
+    with pytest.raises(UnknownToThisWorker, match="no async subscription"):
         delivery_run(payload=WorkRequested(work_id=1).to_json(), handler=handler)
     assert not Delivery.objects.exists()
 
@@ -240,12 +248,13 @@ def test_deliver_task_with_a_permanently_failing_handler_creates_a_dead_letter()
     assert Delivery.objects.get(message_id=message.message_id).status == Delivery.Status.DEAD
 
 
-def test_deliver_task_with_an_unknown_handler_is_dead_lettered_at_once():
+def test_deliver_task_with_an_unknown_handler_no_process_recorded_is_refused_at_once():
     payload = WorkRequested(work_id=11).to_json()
     result = deliver.apply(args=(payload, f"{MODULE}.vanished_handler"))
     assert result.failed()
     dead = DeadLetter.objects.get()
-    assert dead.exception_type == "tasks.reliability.platform_task.PermanentError"
+    assert dead.exception_type == "tasks.reliability.deliver.RefusedDelivery"
+    assert dead.reason == "refused"
     assert dead.attempts == 1
     assert dead.handler == f"{MODULE}.vanished_handler"
 

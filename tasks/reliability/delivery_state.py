@@ -1,0 +1,178 @@
+"""The delivery state machine: the one module that changes ``Delivery.status``.
+
+    pending --start--> running --finish--> done          (done is terminal)
+    pending|running|unplanned --kill--> dead --requeue--> pending
+    running --release (a clean failure, a retry waits)--> pending
+    running --give_back (the platform interrupted it)--> pending, its start uncounted
+    pending|running --postpone (this worker cannot run it yet)--> pending, sent later
+    unplanned --plan--> pending (the relay's: a predicate that failed, asked again)
+
+Every transition is one conditional UPDATE (``filter(status__in=allowed).update(...)``): two
+processes racing for the same row serialise on its lock, the loser's WHERE no longer matches,
+and its transition does nothing. Each function says whether it won.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from tasks.messaging.round_trips import execute_with_async_commit
+from tasks.models import Delivery
+
+Status = Delivery.Status
+
+# The states each transition may start from; anything else is a lost race or a stale copy.
+TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
+    "start": ((Status.PENDING, Status.RUNNING), Status.RUNNING),
+    "finish": ((Status.PENDING, Status.RUNNING), Status.DONE),
+    "release": ((Status.RUNNING,), Status.PENDING),
+    "give_back": ((Status.RUNNING,), Status.PENDING),
+    "postpone": ((Status.PENDING, Status.RUNNING), Status.PENDING),
+    "kill": ((Status.PENDING, Status.RUNNING, Status.UNPLANNED), Status.DEAD),
+    "plan": ((Status.UNPLANNED,), Status.PENDING),
+    "requeue": ((Status.DEAD,), Status.PENDING),
+}
+
+
+def _from(transition: str) -> tuple[str, ...]:
+    return TRANSITIONS[transition][0]
+
+
+def _to(transition: str) -> str:
+    return TRANSITIONS[transition][1]
+
+
+def _key(message_id: uuid.UUID | str, handler: str) -> dict[str, object]:
+    return {"message_id": message_id, "handler": handler}
+
+
+def delivery_start(*, message_id: uuid.UUID, handler: str, message_type: str, payload: dict, queue: str) -> int | None:
+    """pending|running -> running, counting the start; the starts since the delivery's last clean
+    finish, or None when it is not startable (done, dead, unplanned: a stale copy).
+
+    A delivery with no row yet (its sender commits as we start) is created running.
+    """
+
+    def start() -> int | None:
+        # One statement, committed without waiting for the disk (a count lost in a crash only
+        # gives a poison message one more try): this runs for every delivery.
+        field = Delivery._meta.get_field("message_id")
+        allowed = _from("start")
+        rows = execute_with_async_commit(
+            f"UPDATE {Delivery._meta.db_table} "  # noqa: S608 (table name from the model, values bound)
+            "SET status = %s, unfinished_starts = unfinished_starts + 1, attempts = attempts + 1 "
+            f"WHERE message_id = %s AND handler = %s AND status IN ({', '.join(['%s'] * len(allowed))}) "
+            "RETURNING unfinished_starts",
+            [_to("start"), field.get_db_prep_value(message_id, connection), handler, *allowed],
+        )
+        return rows[0][0] if rows else None
+
+    starts = start()
+    if starts is not None:
+        return starts
+    _, created = Delivery.objects.get_or_create(
+        **_key(message_id, handler),
+        defaults={
+            "message_type": message_type,
+            "payload": payload,
+            "queue": queue,
+            "status": _to("start"),
+            "unfinished_starts": 1,
+            "attempts": 1,
+            "sent_at": timezone.now(),
+        },
+    )
+    # Not created: the row appeared meanwhile; it may be pending rather than done, so try the
+    # start again instead of calling it a duplicate.
+    return 1 if created else start()
+
+
+def delivery_finish(*, message_id: uuid.UUID, handler: str) -> bool:
+    """pending|running -> done. Called inside the handler's transaction, before the handler: the
+    UPDATE takes the row lock, so a concurrent copy waits and then finds it done, and a failing
+    handler's rollback undoes the mark."""
+    return bool(
+        Delivery.objects.filter(**_key(message_id, handler), status__in=_from("finish")).update(
+            status=_to("finish"), completed_at=timezone.now(), unfinished_starts=0
+        )
+    )
+
+
+def delivery_release(*, message_id: uuid.UUID, handler: str, retry_at: datetime) -> bool:
+    """running -> pending after a clean failure: a finish, so its start no longer counts; the
+    sweeper leaves it alone until ``retry_at``, while the retry waits."""
+    return bool(
+        Delivery.objects.filter(**_key(message_id, handler), status__in=_from("release")).update(
+            status=_to("release"), unfinished_starts=0, sent_at=retry_at
+        )
+    )
+
+
+def delivery_give_back(*, message_id: uuid.UUID | str, handler: str) -> bool:
+    """running -> pending with its start uncounted: the platform stopped it (a deploy's shutdown,
+    a lost broker connection), the message did not kill its worker.
+
+    Runs in a worker's main process right after it terminated the pool process that ran the
+    delivery; that process's transaction may hold the row for a moment longer while it dies, so
+    the wait for the lock is bounded instead of stalling the worker.
+    """
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL lock_timeout = '5s'")
+        return bool(
+            Delivery.objects.filter(
+                **_key(message_id, handler), status__in=_from("give_back"), unfinished_starts__gt=0
+            ).update(status=_to("give_back"), unfinished_starts=F("unfinished_starts") - 1)
+        )
+
+
+def delivery_postpone(*, message_id: uuid.UUID | str, handler: str, until: datetime) -> bool:
+    """pending|running -> pending, sent again no earlier than ``until``: a worker that does not
+    know its type or handler yet (a rolling deploy) retries it later itself."""
+    return bool(
+        Delivery.objects.filter(**_key(message_id, handler), status__in=_from("postpone")).update(
+            status=_to("postpone"), sent_at=until
+        )
+    )
+
+
+def delivery_kill(*, message_id: uuid.UUID | str, handler: str) -> bool:
+    """pending|running|unplanned -> dead: it failed for good. A done delivery stays done: a stale
+    copy that failed (before it could see the done mark) says nothing about the delivery."""
+    return bool(
+        Delivery.objects.filter(**_key(message_id, handler), status__in=_from("kill")).update(status=_to("kill"))
+    )
+
+
+def delivery_plan(*, message_id: uuid.UUID | str, handler: str, sent_at: datetime) -> bool:
+    """unplanned -> pending, sent at ``sent_at``: its predicate answered at last (the relay)."""
+    return bool(
+        Delivery.objects.filter(**_key(message_id, handler), status__in=_from("plan")).update(
+            status=_to("plan"), sent_at=sent_at, last_error=""
+        )
+    )
+
+
+def delivery_requeue(*, message_id: uuid.UUID | str, handler: str) -> bool:
+    """dead -> pending with a fresh start count, to be sent again now; False if it is not dead."""
+    return bool(
+        Delivery.objects.filter(**_key(message_id, handler), status__in=_from("requeue")).update(
+            status=_to("requeue"), unfinished_starts=0, sent_at=timezone.now(), send_count=F("send_count") + 1
+        )
+    )
+
+
+def delivery_created_at(*, message_id: uuid.UUID | str, handler: str) -> datetime | None:
+    """When the delivery was recorded (its first send), or None if no process ever planned it."""
+    return Delivery.objects.filter(**_key(message_id, handler)).values_list("created_at", flat=True).first()
+
+
+def retry_time(seconds: float) -> datetime:
+    """``seconds`` from now: when a postponed or released delivery is due again."""
+    return timezone.now() + timedelta(seconds=seconds)
