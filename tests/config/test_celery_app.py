@@ -17,7 +17,7 @@ def test_reliability_flags_are_set_on_the_app():
     assert list(conf.accept_content) == ["json"]
     assert conf.task_track_started is True
     assert conf.broker_connection_retry_on_startup is True
-    assert conf.result_backend == "django-db"
+    assert conf.result_backend == "tasks.reliability.result_backend:PlatformResultBackend"
     assert conf.result_extended is True
 
 
