@@ -250,6 +250,10 @@ API_WRITE_RATE_LIMIT = env.str("API_WRITE_RATE_LIMIT", default="60/m")
 API_TRUSTED_PROXY_HOPS = env.int("API_TRUSTED_PROXY_HOPS", default=0)
 if API_TRUSTED_PROXY_HOPS < 0:
     raise ImproperlyConfigured("API_TRUSTED_PROXY_HOPS must be 0 or more.")
+# An API token expires at most this many days after it is issued (admin, issue_token, model).
+API_TOKEN_MAX_DAYS = env.int("API_TOKEN_MAX_DAYS", default=90)
+if API_TOKEN_MAX_DAYS < 1:
+    raise ImproperlyConfigured("API_TOKEN_MAX_DAYS must be 1 or more.")
 # The counters must be shared by every web process, so they live in Redis: RATELIMIT_REDIS_URL,
 # else the broker's Redis on database 1. With RabbitMQ as broker and no RATELIMIT_REDIS_URL the
 # counters fall back to each process's memory (the limit then applies per process).

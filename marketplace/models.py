@@ -2,11 +2,13 @@
 
 import hashlib
 import secrets
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
-from django.db import models
+from django.db import models, transaction
 from django.utils import timezone
 
 
@@ -111,9 +113,25 @@ class ApiTokenQuerySet(models.QuerySet):
         """Tokens whose expiry is at or before ``now`` (default: the current time)."""
         return self.filter(expires_at__lte=now or timezone.now())
 
+    def update(self, **kwargs: Any) -> int:
+        """``QuerySet.update``, except that clearing ``revoked_at`` leaves revoked tokens revoked."""
+        if "revoked_at" in kwargs and kwargs["revoked_at"] is None:
+            rest = {name: value for name, value in kwargs.items() if name != "revoked_at"}
+            with transaction.atomic(using=self.db):
+                updated = super(ApiTokenQuerySet, self.filter(revoked_at__isnull=True)).update(**kwargs)
+                if rest:
+                    updated += super(ApiTokenQuerySet, self.filter(revoked_at__isnull=False)).update(**rest)
+            return updated
+        return super().update(**kwargs)
+
 
 class ApiToken(models.Model):
-    """An API key. Only its SHA-256 is stored; the key itself is shown once, when issued."""
+    """An API key. Only its SHA-256 is stored; the key itself is shown once, when issued.
+
+    Two rules hold whoever saves a token (admin, ``issue_token``, a shell): it expires at most
+    ``API_TOKEN_MAX_DAYS`` after it was issued, and revocation is one-way: a save never clears
+    a ``revoked_at`` the database already holds, even from a copy loaded before the revocation.
+    """
 
     KEY_PREFIX_LENGTH = 8
 
@@ -128,8 +146,34 @@ class ApiToken(models.Model):
 
     objects = ApiTokenQuerySet.as_manager()
 
+    class Meta:
+        permissions = [("issue_token_for_others", "Can issue API tokens for other users")]
+
     def __str__(self) -> str:
         return f"{self.key_prefix}… ({self.user})"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        """Save under the two rules: capped expiry, and a revocation in the database stays."""
+        self.clean()
+        with transaction.atomic(using=kwargs.get("using")):
+            if self.pk is not None:
+                stored = ApiToken.objects.select_for_update().filter(pk=self.pk).values_list("revoked_at", flat=True)
+                revoked_at = stored.first()
+                if revoked_at is not None:
+                    self.revoked_at = revoked_at
+            super().save(*args, **kwargs)
+
+    def latest_allowed_expiry(self) -> datetime:
+        """``API_TOKEN_MAX_DAYS`` after the token was issued (after now for a token not saved yet)."""
+        return (self.created_at or timezone.now()) + timedelta(days=settings.API_TOKEN_MAX_DAYS)
+
+    def clean(self) -> None:
+        """Refuse an expiry beyond ``API_TOKEN_MAX_DAYS`` after issue (a form error in the admin)."""
+        super().clean()
+        if self.expires_at is not None and self.expires_at > self.latest_allowed_expiry():
+            raise ValidationError(
+                {"expires_at": f"A token expires at most {settings.API_TOKEN_MAX_DAYS} days after it is issued."}
+            )
 
     def set_new_key(self) -> str:
         """Give the token a fresh random key and return it; only its hash is kept."""
@@ -147,6 +191,12 @@ class ApiToken(models.Model):
     def is_active(self) -> bool:
         """Neither revoked nor expired."""
         return self.revoked_at is None and self.expires_at > timezone.now()
+
+    def revoke(self) -> None:
+        """Revoke the token for good; revoking it again keeps the first time."""
+        now = timezone.now()
+        ApiToken.objects.filter(pk=self.pk, revoked_at__isnull=True).update(revoked_at=now)
+        self.revoked_at = ApiToken.objects.values_list("revoked_at", flat=True).get(pk=self.pk)
 
 
 class DailyStats(models.Model):

@@ -40,10 +40,21 @@ def test_issue_token_fails_when_the_user_does_not_exist():
     assert not ApiToken.objects.exists()
 
 
-@pytest.mark.parametrize("days", ["0", "-1", "3651"])
+@pytest.mark.parametrize("days", ["0", "-1", "91", "3650"])
 def test_issue_token_fails_when_days_is_out_of_range(days):
     UserFactory(username="dave")
 
     with pytest.raises(CommandError, match="--days"):
         issue("dave", "--days", days)
     assert not ApiToken.objects.exists()
+
+
+def test_issue_token_expires_after_api_token_max_days_at_most(settings):
+    settings.API_TOKEN_MAX_DAYS = 30
+    UserFactory(username="dave")
+
+    with pytest.raises(CommandError, match="--days must be from 1 to 30"):
+        issue("dave", "--days", "31")
+    issue("dave")  # the default is the cap when the cap is below 90 days
+
+    assert timedelta(days=29, hours=23) < ApiToken.objects.get().expires_at - timezone.now() <= timedelta(days=30)

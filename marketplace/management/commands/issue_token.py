@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
@@ -16,11 +17,15 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("user", help="username of the token's owner")
         parser.add_argument("--name", default="", help="what the token is for (shown in the admin)")
-        parser.add_argument("--days", type=int, default=90, help="days until the token expires (1..3650, default 90)")
+        parser.add_argument(
+            "--days", type=int, default=None, help="days until the token expires (1..API_TOKEN_MAX_DAYS, default 90)"
+        )
 
-    def handle(self, *args: Any, user: str, name: str, days: int, **options: Any) -> None:
-        if not 1 <= days <= 3650:
-            raise CommandError("--days must be from 1 to 3650.")
+    def handle(self, *args: Any, user: str, name: str, days: int | None, **options: Any) -> None:
+        cap = settings.API_TOKEN_MAX_DAYS
+        days = min(90, cap) if days is None else days
+        if not 1 <= days <= cap:
+            raise CommandError(f"--days must be from 1 to {cap} (API_TOKEN_MAX_DAYS).")
         owner = get_user_model().objects.filter(**{get_user_model().USERNAME_FIELD: user}).first()
         if owner is None:
             raise CommandError(f"No user {user!r}.")
