@@ -235,6 +235,34 @@ OUTBOX_RELAY_INTERVAL = env.float("OUTBOX_RELAY_INTERVAL", default=1.0)
 # Sent outbox rows are kept this many days, then deleted by the prune_sent_outbox job.
 OUTBOX_RETENTION_DAYS = env.int("OUTBOX_RETENTION_DAYS", default=7)
 
+# --- Re-sending what the broker lost, relay failures, delivery retention (issue 14) ----------
+# On Redis the sweeper looks for deliveries not done this many seconds after they were sent, at
+# most every DELIVERY_LOST_CHECK_INTERVAL seconds, and re-sends those absent from the broker in
+# two looks DELIVERY_LOST_CONFIRM_AFTER seconds apart: a message lost in kombu's pop-to-unacked
+# gap runs again within 2 minutes. (On RabbitMQ it counts, after DELIVERY_RESEND_AFTER.)
+DELIVERY_LOST_CHECK_AFTER = env.int("DELIVERY_LOST_CHECK_AFTER", default=30)
+DELIVERY_LOST_CHECK_INTERVAL = env.float("DELIVERY_LOST_CHECK_INTERVAL", default=10.0)
+DELIVERY_LOST_CONFIRM_AFTER = env.float("DELIVERY_LOST_CONFIRM_AFTER", default=3.0)
+if DELIVERY_LOST_CHECK_AFTER + DELIVERY_LOST_CHECK_INTERVAL + DELIVERY_LOST_CONFIRM_AFTER >= 110:
+    raise ImproperlyConfigured(
+        "DELIVERY_LOST_CHECK_AFTER + DELIVERY_LOST_CHECK_INTERVAL + DELIVERY_LOST_CONFIRM_AFTER must stay "
+        "under 110 s: a message lost in a worker's kill must run again within 2 minutes."
+    )
+# A row that fails alone this many times (an outbox row the relay cannot plan, a delivery whose
+# predicate raises or that the broker refuses for itself) becomes a dead letter with its error.
+RELAY_ROW_MAX_FAILURES = env.int("RELAY_ROW_MAX_FAILURES", default=TASKS_MAX_RETRIES)
+# The idempotency window: done Delivery rows are kept this many days, then pruned by the
+# prune_deliveries job. A copy of a delivery arriving after its row is gone would run again, so
+# the window must outlast anything that can still deliver a copy: re-sends, Redis restores
+# (visibility timeout), retries, a rolling deploy, and the sent outbox rows that made them.
+DELIVERY_RETENTION_DAYS = env.int("DELIVERY_RETENTION_DAYS", default=14)
+_REDELIVERY_HORIZON = max(DELIVERY_RESEND_AFTER, CELERY_VISIBILITY_TIMEOUT, 24 * 3600)
+if DELIVERY_RETENTION_DAYS * 86400 <= _REDELIVERY_HORIZON or DELIVERY_RETENTION_DAYS < OUTBOX_RETENTION_DAYS:
+    raise ImproperlyConfigured(
+        "DELIVERY_RETENTION_DAYS (the idempotency window) must exceed a day, the re-send and "
+        "visibility horizons, and OUTBOX_RETENTION_DAYS."
+    )
+
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 # --- JSON API (README "API") -------------------------------------------------------------

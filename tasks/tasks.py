@@ -13,6 +13,7 @@ from celery import shared_task
 from celery.schedules import crontab
 from django.utils import timezone
 
+from tasks.messaging.delivery_prune import deliveries_prune_done
 from tasks.messaging.outbox_prune import outbox_prune_sent
 from tasks.queues import LOW_PRIORITY
 from tasks.reliability.deliver import deliver
@@ -21,9 +22,10 @@ from tasks.scheduling.declared import declare_schedule
 from tasks.scheduling.policies import Misfire, Overlap
 
 PRUNE_SENT_OUTBOX_TASK = "tasks.prune_sent_outbox"
+PRUNE_DELIVERIES_TASK = "tasks.prune_deliveries"
 BACKEND_CLEANUP_TASK = "celery.backend_cleanup"
 
-__all__ = ["declare_schedules", "deliver", "noop", "ping", "prune_sent_outbox"]
+__all__ = ["declare_schedules", "deliver", "noop", "ping", "prune_deliveries", "prune_sent_outbox"]
 
 
 @shared_task(name="tasks.ping")
@@ -43,6 +45,12 @@ def prune_sent_outbox() -> dict:
     return {"deleted": outbox_prune_sent()}
 
 
+@shared_task(base=PlatformTask, name=PRUNE_DELIVERIES_TASK, queue=LOW_PRIORITY)
+def prune_deliveries() -> dict:
+    """Periodic job: prune done deliveries past the idempotency window (DELIVERY_RETENTION_DAYS)."""
+    return {"deleted": deliveries_prune_done()}
+
+
 def declare_schedules() -> None:
     """Declare the platform's housekeeping schedules."""
     declare_schedule(
@@ -50,6 +58,15 @@ def declare_schedules() -> None:
         task=PRUNE_SENT_OUTBOX_TASK,
         schedule=crontab(minute="30", hour="3"),
         description="Delete outbox rows sent more than OUTBOX_RETENTION_DAYS ago.",
+        queue=LOW_PRIORITY,
+        misfire=Misfire.RUN_ONCE,
+        overlap=Overlap.SKIP,
+    )
+    declare_schedule(
+        name="prune_deliveries",
+        task=PRUNE_DELIVERIES_TASK,
+        schedule=crontab(minute="45", hour="3"),
+        description="Delete done deliveries completed more than DELIVERY_RETENTION_DAYS ago (the idempotency window).",
         queue=LOW_PRIORITY,
         misfire=Misfire.RUN_ONCE,
         overlap=Overlap.SKIP,
