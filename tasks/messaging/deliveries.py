@@ -17,9 +17,11 @@ import uuid
 from collections.abc import Iterable
 
 from celery import current_app
+from celery.exceptions import CeleryError
 from django.db import transaction
 from django.utils import timezone
 from kombu import Producer
+from kombu import exceptions as kombu_exceptions
 from kombu.pools import ProducerPool
 
 from tasks.messages import Message
@@ -31,6 +33,17 @@ logger = logging.getLogger(__name__)
 # The deliver task is sent by name: it is defined in tasks.reliability, which builds on this module.
 DELIVER_TASK = "tasks.deliver"
 PUBLISH_BATCH = 500
+
+
+# Errors a message makes itself, whatever the broker's health (see broker_unavailable).
+ROW_ERRORS = (
+    CeleryError,
+    kombu_exceptions.EncodeError,
+    kombu_exceptions.ContentDisallowed,
+    kombu_exceptions.SerializerNotInstalled,
+    TypeError,
+    ValueError,
+)
 
 
 class DispatchError(RuntimeError):
@@ -74,15 +87,40 @@ def deliveries_build(plan: Iterable[tuple[Message, Subscription]]) -> list[Deliv
     ]
 
 
+def deliveries_plan(message: Message, plan: list[Subscription]) -> list[Delivery]:
+    """The unsaved Delivery rows of one message: pending for each subscription in ``plan``, and
+    for each whose predicate raised (``plan.failed``, see ``SubscriptionRegistry.async_wanted``)
+    an unplanned row with the error, which the relay plans again."""
+    rows = deliveries_build([(message, s) for s in plan])
+    for subscription, exc in getattr(plan, "failed", ()):
+        row = deliveries_build([(message, subscription)])[0]
+        row.status = Delivery.Status.UNPLANNED
+        row.send_count = 0
+        row.attempts = 1
+        row.last_error = f"predicate failed: {type(exc).__name__}: {exc}"[:2000]
+        rows.append(row)
+    return rows
+
+
+def deliveries_to_send(rows: Iterable[Delivery]) -> list[Delivery]:
+    """The rows of a plan that go to the broker now (not the unplanned ones)."""
+    return [row for row in rows if row.status == Delivery.Status.PENDING]
+
+
 def deliveries_record(plan: Iterable[tuple[Message, Subscription]]) -> list[Delivery]:
     """Record one pending Delivery per (message, subscription); return the rows to publish.
 
     A relayed message may have been recorded already: the first record wins.
     """
     rows = deliveries_build(plan)
+    deliveries_insert(rows)
+    return rows
+
+
+def deliveries_insert(rows: list[Delivery]) -> None:
+    """Insert unsaved Delivery rows; a key recorded already keeps its first record."""
     if rows:
         Delivery.objects.bulk_create(rows, ignore_conflicts=True)
-    return rows
 
 
 def deliveries_record_and_publish(plan: Iterable[tuple[Message, Subscription]]) -> int:
@@ -127,6 +165,48 @@ def deliveries_publish(rows: Iterable[Delivery]) -> None:
             logger.warning("broker refused deliveries: %s", exc)
             raise DispatchError(str(exc)) from exc
         logger.info("published on a new broker connection after: %s", first)
+
+
+def deliveries_publish_each(rows: Iterable[Delivery]) -> list[tuple[Delivery, Exception]]:
+    """Publish ``rows``; a row the broker refuses for itself fails alone: return those, with why.
+
+    DispatchError only when the broker itself is unavailable (then nothing is known to be sent).
+    A whole batch goes first; if it fails for a reason other than the broker, each row is sent on
+    its own, so one bad row (a queue that no longer exists, a payload that cannot be encoded)
+    never holds back the others.
+    """
+    rows = list(rows)
+    try:
+        deliveries_publish(rows)
+        return []
+    except DispatchError as exc:
+        if broker_unavailable(exc.__cause__):
+            raise
+    failed = []
+    for row in rows:
+        try:
+            _publish([row])
+        except Exception as exc:
+            if broker_unavailable(exc):
+                _discard_producer_pool()
+                raise DispatchError(str(exc)) from exc
+            logger.warning("delivery %s cannot be sent: %r", row.pk, exc)
+            failed.append((row, exc))
+    return failed
+
+
+def broker_unavailable(exc: BaseException | None) -> bool:
+    """Whether ``exc`` says the broker cannot take messages now (back off), rather than that one
+    message is bad (skip it, record why, go on).
+
+    Only errors a message makes itself count as bad rows: Celery refusing to route it (a queue
+    missing from task_queues) and kombu or Python refusing to encode it. Anything else, the
+    transport's connection errors included, is the broker's: a row is never blamed for an error
+    that could be an outage.
+    """
+    if exc is None or isinstance(exc, (OSError, kombu_exceptions.OperationalError)):
+        return True
+    return not isinstance(exc, ROW_ERRORS)
 
 
 def _publish(rows: list[Delivery]) -> None:

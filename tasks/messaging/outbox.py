@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from tasks.messages import Message
 from tasks.messaging.brokers import RecordingBroker, get_recording_broker
-from tasks.messaging.deliveries import DispatchError, deliveries_build
+from tasks.messaging.deliveries import DispatchError, deliveries_plan, deliveries_to_send
 from tasks.messaging.round_trips import execute_with_async_commit, insert_together
 from tasks.models import Delivery, Outbox
 
@@ -34,12 +34,15 @@ def register_event(message: Message) -> None:
         raise TypeError(f"register_event takes a Message, not {type(message).__name__}")
     broker = get_recording_broker()
     row = Outbox(message_id=message.message_id, message_type=message.message_name, payload=message.to_json())
-    deliveries = deliveries_build([(message, s) for s in broker.async_plan(message)])
+    # A predicate that raises gives an unplanned row (the relay plans it again), never no row.
+    deliveries = deliveries_plan(message, broker.async_plan(message))
     # No savepoint of its own: one INSERT statement per table needs none, and it saves two
     # round trips per event; the two INSERTs themselves go out as one query.
     with transaction.atomic(savepoint=False):
         insert_together(row, deliveries)
-        transaction.on_commit(functools.partial(outbox_publish_after_commit, row.pk, message, deliveries, broker))
+        transaction.on_commit(
+            functools.partial(outbox_publish_after_commit, row.pk, message, deliveries_to_send(deliveries), broker)
+        )
 
 
 def outbox_publish_after_commit(

@@ -3,8 +3,9 @@
 Rows still unsent after a grace period are dispatched oldest first, in batches. On PostgreSQL
 the batch is locked with ``FOR UPDATE SKIP LOCKED``, so two relays never send one row twice.
 The relay dispatches the async deliveries only: sync handlers ran in the committing process.
-Each loop also runs the re-send sweeper it is given (``tasks.reliability.sweeper``, wired by
-``manage.py relay_outbox``): one process, so one thing to deploy.
+Each loop also runs the passes it is given (the re-send sweeper, the re-planning of deliveries
+whose predicate failed, from ``tasks.reliability``, wired by ``manage.py relay_outbox``): one
+process, so one thing to deploy. Each pass fails and backs off alone.
 """
 
 from __future__ import annotations
@@ -12,18 +13,26 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from tasks.messages import Message
 from tasks.messaging.brokers import get_recording_broker
-from tasks.messaging.deliveries import DispatchError, deliveries_publish, deliveries_record
-from tasks.models import DeadLetter, Outbox
+from tasks.messaging.deliveries import (
+    DispatchError,
+    deliveries_insert,
+    deliveries_plan,
+    deliveries_publish_each,
+    deliveries_to_send,
+)
+from tasks.models import DeadLetter, Delivery, Outbox
 
 # The task name of dead letters made from unreadable outbox rows: requeueing one hands the row
 # back to the relay.
@@ -37,9 +46,13 @@ def outbox_relay_once(*, grace: timedelta | None = None, batch_size: int | None 
 
     The batch is claimed (marked sent, its deliveries recorded) and committed before anything
     is published: another relay skips it, and a worker always finds its Delivery row. If the
-    broker then refuses, the claim is undone and DispatchError raised; if the relay dies in
-    between, the recorded deliveries are re-sent by the sweeper. A row that cannot be read
-    becomes a dead letter instead of holding up the queue.
+    broker is unavailable, the claim is undone and DispatchError raised; if the relay dies in
+    between, the recorded deliveries are re-sent by the sweeper.
+
+    Rows fail alone: a row that cannot be read becomes a dead letter at once; a row that cannot
+    be planned or recorded keeps its error (``last_error``, ``attempts``) and is tried again by
+    the next pass, and after ``RELAY_ROW_MAX_FAILURES`` becomes a dead letter; a delivery the
+    broker refuses for itself keeps its error and is left to the sweeper. The others go out.
     """
     grace = timedelta(seconds=settings.OUTBOX_RELAY_GRACE) if grace is None else grace
     batch_size = batch_size or settings.OUTBOX_RELAY_BATCH
@@ -50,56 +63,140 @@ def outbox_relay_once(*, grace: timedelta | None = None, batch_size: int | None 
         )
         if connection.features.has_select_for_update_skip_locked:
             unsent = unsent.select_for_update(skip_locked=True)
-        plan, claimed = [], []
+        planned: dict[int, list[Delivery]] = {}
         for row in unsent[:batch_size]:
             try:
                 message = Message.from_json(row.payload)
             except Exception as exc:
                 _dead_letter_unreadable(row, exc)
                 continue
-            plan.extend((message, s) for s in broker.async_plan(message))
-            claimed.append(row.pk)
-        Outbox.objects.filter(pk__in=claimed).update(sent_at=timezone.now(), attempts=F("attempts") + 1)
-        deliveries = deliveries_record(plan)
+            try:
+                # A savepoint: a predicate's database error stays with its row.
+                with transaction.atomic():
+                    planned[row.pk] = deliveries_plan(message, broker.async_plan(message))
+            except Exception as exc:
+                outbox_row_failed(row, exc)
+        recorded = _record(planned)
+        Outbox.objects.filter(pk__in=list(recorded)).update(sent_at=timezone.now(), attempts=F("attempts") + 1)
+    to_send = _as_recorded(d for rows in recorded.values() for d in rows)
     try:
-        deliveries_publish(deliveries)
+        refused = deliveries_publish_each(to_send)
     except DispatchError as exc:
-        Outbox.objects.filter(pk__in=claimed).update(sent_at=None, last_error=str(exc)[:2000])
+        # The broker's fault, not the rows': the attempt is given back, the error kept.
+        Outbox.objects.filter(pk__in=list(recorded)).update(
+            sent_at=None, attempts=F("attempts") - 1, last_error=str(exc)[:2000]
+        )
         raise
-    if claimed:
-        logger.info("relayed %d outbox rows", len(claimed))
-    return len(claimed)
+    for delivery, exc in refused:
+        # Recorded, so not lost: the sweeper sends it again, counting its failures.
+        Delivery.objects.filter(message_id=delivery.message_id, handler=delivery.handler).update(
+            last_error=f"send failed: {type(exc).__name__}: {exc}"[:2000]
+        )
+    if recorded:
+        logger.info("relayed %d outbox rows", len(recorded))
+    return len(recorded)
+
+
+def _as_recorded(planned: Iterable[Delivery]) -> list[Delivery]:
+    """The pending rows to send, as the database has them. A key recorded before (by the commit
+    that could not reach the broker) keeps its first row and task id, so what the relay sends is
+    what the sweeper looks for in the broker; a delivery already running or done is not sent."""
+    keys = {(d.message_id, d.handler) for d in deliveries_to_send(planned)}
+    if not keys:
+        return []
+    stored = Delivery.objects.filter(message_id__in={m for m, _ in keys}, status=Delivery.Status.PENDING).order_by("pk")
+    return [row for row in stored if (row.message_id, row.handler) in keys]
+
+
+def _record(planned: dict[int, list[Delivery]]) -> dict[int, list[Delivery]]:
+    """Insert the planned deliveries (the first record of a key wins); the rows whose insert
+    failed are recorded as failed and left out. One INSERT for the batch; per row on error."""
+    try:
+        with transaction.atomic():
+            deliveries_insert([d for rows in planned.values() for d in rows])
+        return planned
+    except DatabaseError:
+        pass
+    recorded = {}
+    rows = Outbox.objects.in_bulk(list(planned))
+    for pk, deliveries in planned.items():
+        try:
+            with transaction.atomic():
+                deliveries_insert(deliveries)
+            recorded[pk] = deliveries
+        except DatabaseError as exc:
+            outbox_row_failed(rows[pk], exc)
+    return recorded
+
+
+def outbox_row_failed(row: Outbox, exc: Exception) -> None:
+    """One row could not be relayed for a reason of its own: keep the error and count the try;
+    after ``RELAY_ROW_MAX_FAILURES`` tries it becomes a dead letter instead of holding a place
+    at the head of the queue."""
+    error = f"{type(exc).__name__}: {exc}"[:2000]
+    logger.warning("outbox row %s cannot be relayed: %s", row.pk, error)
+    if row.attempts + 1 < settings.RELAY_ROW_MAX_FAILURES:
+        Outbox.objects.filter(pk=row.pk).update(attempts=F("attempts") + 1, last_error=error)
+        return
+    _dead_letter_row(row, exc, reason="relay failed", error=error)
 
 
 def _dead_letter_unreadable(row: Outbox, exc: Exception) -> None:
     """Take an unreadable row out of the queue, as a dead letter an operator can requeue once
     the code that reads it is deployed."""
     logger.error("outbox row %s cannot be read: %s", row.pk, exc)
+    _dead_letter_row(row, exc, reason="unreadable", error=f"unreadable: {exc}"[:2000])
+
+
+def _dead_letter_row(row: Outbox, exc: Exception, *, reason: str, error: str) -> None:
     failure = DeadLetter.failure_fields(exc)
     DeadLetter.objects.create(
         task_name=OUTBOX_DEAD_LETTER_TASK,
         message_id=row.message_id,
         message_type=row.message_type,
         payload=row.payload,
-        reason="unreadable",
+        reason=reason,
         **failure,
     )
     Outbox.objects.filter(pk=row.pk).update(
-        sent_at=failure["last_failed_at"], attempts=F("attempts") + 1, last_error=f"unreadable: {exc}"[:2000]
+        sent_at=failure["last_failed_at"], attempts=F("attempts") + 1, last_error=error
     )
 
 
-class Relay:
-    """The long-running relay loop: outbox rows, then ``resend`` (stale deliveries), until SIGTERM.
+@dataclass
+class RelayPass:
+    """One of the relay's passes, with its own backoff: a failing pass never skips another."""
 
-    While the broker is down it backs off exponentially (up to 30 s) instead of spinning.
+    name: str
+    run: Callable[[], int]
+    next_at: float = 0.0
+    backoff: float = 0.0
+
+
+class Relay:
+    """The long-running relay loop until SIGTERM: the outbox pass (unsent rows), ``resend`` (the
+    sweeper: deliveries the broker lost) and ``replan`` (deliveries whose predicate failed).
+
+    Each pass has its own error handling and backoff: a broker outage (DispatchError) or an error
+    in one pass backs that pass off exponentially (up to 30 s) and never stops the others.
     """
 
     max_backoff = 30.0
 
-    def __init__(self, *, resend: Callable[[], int], interval: float | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        resend: Callable[[], int],
+        replan: Callable[[], int] | None = None,
+        interval: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.resend = resend
         self.interval = settings.OUTBOX_RELAY_INTERVAL if interval is None else interval
+        self.clock = clock
+        self.passes = [RelayPass("outbox", self.drain_outbox), RelayPass("resend", resend)]
+        if replan is not None:
+            self.passes.append(RelayPass("replan", replan))
         self._stop = threading.Event()
 
     def stop(self, *_: object) -> None:
@@ -109,34 +206,53 @@ class Relay:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
 
-    def run_once(self) -> int:
-        """One pass: drain the outbox in batches, then re-send stale deliveries."""
+    def drain_outbox(self) -> int:
+        """The outbox pass: batches until a short one."""
         total = 0
         while not self._stop.is_set():
             sent = outbox_relay_once()
             total += sent
             if sent < settings.OUTBOX_RELAY_BATCH:
                 break
-        return total + self.resend()
+        return total
+
+    def run_once(self) -> int:
+        """Each pass once, whatever the others did; the first error is raised after all ran."""
+        total, errors = 0, []
+        for relay_pass in self.passes:
+            try:
+                total += relay_pass.run()
+            except Exception as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+        return total
 
     def _longer(self, backoff: float) -> float:
         return min(max(backoff * 2, 1.0), self.max_backoff)
 
+    def _run_pass(self, relay_pass: RelayPass) -> None:
+        try:
+            relay_pass.run()
+            relay_pass.backoff = self.interval
+        except DispatchError:
+            relay_pass.backoff = self._longer(relay_pass.backoff)
+            logger.warning("broker unavailable; relay %s pass retries in %.0f s", relay_pass.name, relay_pass.backoff)
+        except Exception:
+            relay_pass.backoff = self._longer(relay_pass.backoff)
+            logger.exception("relay %s pass failed; retries in %.0f s", relay_pass.name, relay_pass.backoff)
+        finally:
+            # A long-lived process must not keep a broken connection or a stale snapshot.
+            connection.close_if_unusable_or_obsolete()
+        relay_pass.next_at = self.clock() + relay_pass.backoff
+
     def run_forever(self) -> None:
-        backoff = self.interval
         logger.info("outbox relay started")
+        for relay_pass in self.passes:
+            relay_pass.backoff = self.interval
         while not self._stop.is_set():
-            try:
-                self.run_once()
-                backoff = self.interval
-            except DispatchError:
-                backoff = self._longer(backoff)
-                logger.warning("broker unavailable; relay retries in %.0f s", backoff)
-            except Exception:
-                backoff = self._longer(backoff)
-                logger.exception("relay pass failed")
-            finally:
-                # A long-lived process must not keep a broken connection or a stale snapshot.
-                connection.close_if_unusable_or_obsolete()
-            self._stop.wait(backoff)
+            for relay_pass in self.passes:
+                if self.clock() >= relay_pass.next_at and not self._stop.is_set():
+                    self._run_pass(relay_pass)
+            self._stop.wait(max(0.0, min(p.next_at for p in self.passes) - self.clock()))
         logger.info("outbox relay stopped")

@@ -151,14 +151,23 @@ class SubscriptionRegistry:
                 # One handler failing never stops the others.
                 _logging_errors(subscription, message, "sync handler failed", _run_if_wanted)
 
-    def async_wanted(self, message: Message) -> list[Subscription]:
-        """The async subscriptions whose predicate wants ``message`` (a failing predicate is logged)."""
-        return [
-            subscription
-            for subscription in self.subscriptions_for(message)
-            if subscription.is_async
-            and _logging_errors(subscription, message, "predicate failed; no delivery for this handler", _wants)
-        ]
+    def async_wanted(self, message: Message) -> AsyncPlan:
+        """The async subscriptions whose predicate wants ``message``. A predicate that raises is
+        logged and its subscription listed in ``.failed`` with the error, so the outbox records
+        that handler's delivery as unplanned and the relay plans it again: never dropped."""
+        plan = AsyncPlan()
+        for subscription in self.subscriptions_for(message):
+            if not subscription.is_async:
+                continue
+            try:
+                wanted = _wants(subscription, message)
+            except Exception as exc:
+                _log_error(subscription, message, "predicate failed; the relay plans this delivery again")
+                plan.failed.append((subscription, exc))
+                continue
+            if wanted:
+                plan.append(subscription)
+        return plan
 
 
 def async_subscription_find(
@@ -186,6 +195,15 @@ def _wants(subscription: Subscription, message: Message) -> bool:
     return subscription.wants(message)
 
 
+class AsyncPlan(list):
+    """The async subscriptions that want a message (a list, as before), and in ``failed`` the
+    ``(subscription, error)`` of those whose predicate raised."""
+
+    def __init__(self, wanted: Iterable[Subscription] = ()) -> None:
+        super().__init__(wanted)
+        self.failed: list[tuple[Subscription, Exception]] = []
+
+
 def _logging_errors(
     subscription: Subscription, message: Message, what: str, call: Callable[[Subscription, Message], Any]
 ) -> Any:
@@ -193,5 +211,9 @@ def _logging_errors(
     try:
         return call(subscription, message)
     except Exception:
-        logger.exception(what, extra={"message_id": str(message.message_id), "handler": subscription.handler_path})
+        _log_error(subscription, message, what)
         return None
+
+
+def _log_error(subscription: Subscription, message: Message, what: str) -> None:
+    logger.exception(what, extra={"message_id": str(message.message_id), "handler": subscription.handler_path})

@@ -4,6 +4,7 @@ grace period, oldest first, in batches; it survives a broker outage and stops cl
 
 import contextlib
 import io
+import itertools
 import signal
 import threading
 import time
@@ -166,13 +167,13 @@ def test_relay_leaves_rows_unsent_when_the_broker_is_down_and_sends_them_once_it
     assert Delivery.objects.count() == 2
 
 
-def test_relay_records_the_failed_attempt_when_the_broker_is_down(memory_broker):
+def test_relay_records_the_broker_error_but_no_attempt_of_the_row_when_the_broker_is_down(memory_broker):
     row = unsent_row(ItemStored(item_id=1), age=timedelta(minutes=1))
     with broker_down(), pytest.raises(DispatchError):
         outbox_relay_once(grace=GRACE)
     row.refresh_from_db()
     assert row.sent_at is None
-    assert row.attempts == 1
+    assert row.attempts == 0  # the broker's failure, not the row's: it never counts toward the row's cap
     assert "127.0.0.1" in row.last_error or row.last_error
 
 
@@ -223,16 +224,16 @@ def test_unreadable_rows_do_not_block_newer_rows(memory_broker, redis_client):
 def test_two_relays_never_send_one_row_twice(memory_broker, redis_client, monkeypatch):
     rows = [unsent_row(ItemStored(item_id=n), age=timedelta(minutes=1)) for n in range(3)]
     inside_send, release = threading.Event(), threading.Event()
-    real_record = outbox.deliveries_record
+    real_record = outbox.deliveries_insert
 
-    def held_record(plan):
+    def held_record(rows):
         # Hold the first relay inside its claiming transaction, rows locked.
         if threading.current_thread().name == "relay-a":
             inside_send.set()
             release.wait(20)
-        return real_record(plan)
+        return real_record(rows)
 
-    monkeypatch.setattr(outbox, "deliveries_record", held_record)
+    monkeypatch.setattr(outbox, "deliveries_insert", held_record)
     results = {}
 
     def relay_a():
@@ -283,7 +284,6 @@ def publish_recording_committed_deliveries(monkeypatch) -> list[int]:
         return real_publish(rows)
 
     monkeypatch.setattr(dispatch, "deliveries_publish", publish)
-    monkeypatch.setattr(outbox, "deliveries_publish", publish)
     monkeypatch.setattr(brokers, "deliveries_publish", publish)
     return committed
 
@@ -422,32 +422,53 @@ def test_relay_installs_sigterm_and_sigint_handlers_that_stop_it():
     relay.run_forever()  # returns at once: it was told to stop
 
 
-class CountingStop(threading.Event):
-    """The relay's stop event, recording each wait instead of sleeping; set after `limit` waits."""
+class FakeTime(threading.Event):
+    """The relay's clock and stop event: a wait advances the clock instead of sleeping; set after
+    ``limit`` waits."""
 
     def __init__(self, limit: int) -> None:
         super().__init__()
         self.limit = limit
-        self.waits: list[float] = []
+        self.now = 0.0
+        self.waits = 0
+
+    def clock(self) -> float:
+        return self.now
 
     def wait(self, timeout=None):
-        self.waits.append(timeout)
-        if len(self.waits) >= self.limit:
+        self.now += timeout or 0.0
+        self.waits += 1
+        if self.waits >= self.limit:
             self.set()
         return self.is_set()
 
 
+def timed(fake: FakeTime, calls: list[float], run):
+    def pass_():
+        calls.append(fake.now)
+        return run()
+
+    return pass_
+
+
 def test_relay_backs_off_exponentially_while_the_broker_is_down_and_resets_after(memory_broker, redis_client):
     unsent_row(ItemStored(item_id=1), age=timedelta(minutes=10))
-    relay = Relay(resend=deliveries_resend_stale, interval=0.25)
-    relay._stop = CountingStop(limit=7)
+    fake = FakeTime(limit=800)  # the resend pass runs every 0.25 s meanwhile
+    relay = Relay(resend=lambda: 0, interval=0.25, clock=fake.clock)
+    relay._stop = fake
+    outbox_calls: list[float] = []
+    relay.passes[0].run = timed(fake, outbox_calls, relay.drain_outbox)
     with broker_down():
         relay.run_forever()
-    assert relay._stop.waits == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+    gaps = [round(b - a, 2) for a, b in itertools.pairwise(outbox_calls)]
+    assert gaps[:7] == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
     assert sent_ids() == set()
 
-    relay._stop = CountingStop(limit=1)
+    fake.clear()
+    fake.limit, fake.waits = 200, 0  # 30 s at most until the backed-off pass is due, then 0.25 s apart
+    outbox_calls.clear()
     relay.run_forever()
-    assert relay._stop.waits == [0.25]
     assert len(sent_ids()) == 1
     assert redis_client.llen("default") == 1
+    after = [round(b - a, 2) for a, b in itertools.pairwise(outbox_calls[1:])]
+    assert after and set(after) == {0.25}

@@ -24,6 +24,12 @@ CUTOFF = timedelta(minutes=10)
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+@pytest.fixture(autouse=True)
+def quick_confirmation(settings):
+    """The second look at the broker a moment after the first (production waits 3 s)."""
+    settings.DELIVERY_LOST_CONFIRM_AFTER = 0.05
+
+
 @dataclass(frozen=True)
 class ItemStored(Message):
     item_id: int
@@ -110,12 +116,14 @@ def test_recent_deliveries_are_not_resent_when_sent_after_the_cutoff(redis_clien
     assert recent.send_count == 1
 
 
-def test_the_cutoff_defaults_to_the_resend_setting_when_none_is_given(redis_client, settings):
-    settings.DELIVERY_RESEND_AFTER = 3600
+def test_the_cutoff_defaults_to_the_lost_check_setting_on_redis_when_none_is_given(redis_client, settings):
+    # On Redis the broker is asked, so deliveries are looked for soon (DELIVERY_LOST_CHECK_AFTER);
+    # DELIVERY_RESEND_AFTER is the RabbitMQ horizon (test_sweeper_presence.py).
+    settings.DELIVERY_LOST_CHECK_AFTER = 3600
     unfinished_delivery(status=Delivery.Status.PENDING, sent_ago=timedelta(minutes=30))
     assert deliveries_resend_stale() == 0
 
-    settings.DELIVERY_RESEND_AFTER = 600
+    settings.DELIVERY_LOST_CHECK_AFTER = 600
     assert deliveries_resend_stale() == 1
 
 
