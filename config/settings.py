@@ -203,6 +203,14 @@ if not CELERY_TASK_SOFT_TIME_LIMIT < CELERY_TASK_TIME_LIMIT or 2 * CELERY_TASK_T
         "Need CELERY_TASK_SOFT_TIME_LIMIT < CELERY_TASK_TIME_LIMIT and "
         "2 * CELERY_TASK_TIME_LIMIT < CELERY_VISIBILITY_TIMEOUT."
     )
+# The session bounds above must never cut healthy work short: a task's transaction may stay open
+# up to the hard limit, and a lock wait must fail (and retry) before the soft limit interrupts it.
+_idle, _lock = DATABASE_SESSION_BOUNDS.idle_in_transaction_timeout, DATABASE_SESSION_BOUNDS.lock_timeout
+if (_idle and _idle <= CELERY_TASK_TIME_LIMIT) or (_lock and _lock >= CELERY_TASK_SOFT_TIME_LIMIT):
+    raise ImproperlyConfigured(
+        "Need DATABASE_IDLE_IN_TRANSACTION_TIMEOUT > CELERY_TASK_TIME_LIMIT and "
+        "DATABASE_LOCK_TIMEOUT < CELERY_TASK_SOFT_TIME_LIMIT (or 0 to turn either off)."
+    )
 # Database outages (tasks/reliability/result_backend.py): a task's result or dead letter that
 # cannot be written waits this many seconds for the database, then the task goes back to the
 # queue. Its STARTED and its final write both may wait, so twice this stays below the soft limit

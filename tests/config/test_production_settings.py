@@ -140,3 +140,13 @@ def test_rate_limit_cache_falls_back_to_process_memory_with_rabbitmq_and_no_redi
     cache = ratelimit_cache(CELERY_BROKER_URL="amqp://guest:guest@127.0.0.1:5672//")
 
     assert cache["BACKEND"] == "django.core.cache.backends.locmem.LocMemCache"
+
+
+def test_settings_refuse_session_bounds_that_would_cut_healthy_tasks_short():
+    too_short_idle = run_manage("check", DEBUG="1", DATABASE_IDLE_IN_TRANSACTION_TIMEOUT="30")
+    too_long_lock = run_manage("check", DEBUG="1", DATABASE_LOCK_TIMEOUT="35")
+    turned_off = run_manage("check", DEBUG="1", DATABASE_IDLE_IN_TRANSACTION_TIMEOUT="0", DATABASE_LOCK_TIMEOUT="0")
+
+    assert too_short_idle.returncode != 0 and "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT >" in too_short_idle.stderr
+    assert too_long_lock.returncode != 0 and "DATABASE_LOCK_TIMEOUT <" in too_long_lock.stderr
+    assert turned_off.returncode == 0, turned_off.stderr
