@@ -55,6 +55,18 @@ def broker_held_task_ids(connection: Connection, queues: Iterable[str]) -> set[s
     return held
 
 
+def broker_queue_lengths(connection: Connection, queues: Iterable[str]) -> dict[str, int]:
+    """Messages waiting in each queue, all priority lists together (Redis only)."""
+    channel = connection.default_channel
+    keys = {q: list(dict.fromkeys(channel._q_for_pri(q, step) for step in channel.priority_steps)) for q in queues}
+    with channel.client.pipeline() as pipe:
+        for queue_keys in keys.values():
+            for key in queue_keys:
+                pipe.llen(key)
+        lengths = iter(pipe.execute())
+    return {q: sum(next(lengths) for _ in queue_keys) for q, queue_keys in keys.items()}
+
+
 def _task_id(raw: bytes, *, reserved: bool = False) -> str | None:
     # Broker data is untrusted: a message we cannot read holds no delivery of ours.
     try:

@@ -9,7 +9,8 @@ each), so the sweeper asks the broker first (``tasks.messaging.broker_presence``
 - Redis: a delivery whose task id is neither in its queue's lists nor in the unacked hash, in two
   atomic reads ``DELIVERY_LOST_CONFIRM_AFTER`` seconds apart, is lost (the pop-to-unacked gap
   lasts milliseconds). Deliveries are looked for ``DELIVERY_LOST_CHECK_AFTER`` seconds after
-  they were sent, so a message lost in the gap runs again well within 2 minutes.
+  they were sent, so a message lost in the gap runs again well within 2 minutes. A queue longer
+  than ``DELIVERY_LOST_SCAN_MAX`` messages is not read (a backlog: looked at once it drains).
 - RabbitMQ holds unacknowledged messages until the consumer's connection closes, then requeues
   them: nothing is lost in a gap, and no message can be looked at without taking it. Per queue
   at most ``pending deliveries - ready messages`` (that is unfinished - ready - running) of the
@@ -93,7 +94,14 @@ def _candidates(cutoff) -> list[tuple[int, str, str]]:
 
 def _absent_on_redis(connection, candidates: list[tuple[int, str, str]] | set[int]) -> set[int]:
     rows = _rows(candidates)
-    held = broker_presence.broker_held_task_ids(connection, {queue for _, _, queue in rows})
+    lengths = broker_presence.broker_queue_lengths(connection, {queue for _, _, queue in rows})
+    # A queue too long to read cheaply is left for a later sweep: it holds a backlog (workers
+    # down or slow), and what it lost is looked for once it has drained below the limit.
+    readable = {queue for queue, length in lengths.items() if length <= settings.DELIVERY_LOST_SCAN_MAX}
+    if readable != set(lengths):
+        logger.info("queues %s too long to look for lost deliveries now", sorted(set(lengths) - readable))
+    rows = [row for row in rows if row[2] in readable]
+    held = broker_presence.broker_held_task_ids(connection, readable)
     return {pk for pk, task_id, _ in rows if task_id not in held}
 
 

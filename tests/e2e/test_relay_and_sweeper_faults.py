@@ -79,6 +79,7 @@ def test_a_worker_outage_never_multiplies_the_queue_and_the_backlog_drains_as_fa
             deepest = max(deepest, _depth())
             assert deepest <= 1.1 * BACKLOG, f"{deepest} messages for {BACKLOG} deliveries:\n{relay.log()[-2000:]}"
             time.sleep(0.5)
+        assert not Effect.objects.filter(key__startswith="out").exists()  # no worker ran during the outage
         after_outage = _drain(env, 2 * BACKLOG, relay)
     print(f"\nbacklog {BACKLOG}: drained in {baseline:.1f} s without an outage, {after_outage:.1f} s after a "
           f"{OUTAGE:.0f} s outage; deepest queue {deepest}")  # fmt: skip

@@ -219,3 +219,17 @@ def test_at_most_pending_minus_ready_deliveries_are_resent_oldest_first(empty_br
     assert (send_count(lost_old), send_count(lost_newer)) == (2, 2)
     assert [send_count(r) for r in held] == [1, 1]
     assert deliveries_resend_stale(older_than=CUTOFF) == 0
+
+
+@redis_only
+def test_a_queue_longer_than_the_scan_limit_is_not_read_and_nothing_on_it_is_resent(
+    empty_broker, redis_client, settings
+):
+    settings.DELIVERY_LOST_SCAN_MAX = 1
+    held = [sent_delivery() for _ in range(2)]  # a backlog of two: too long to read
+    lost = sent_delivery(publish=False)
+    assert deliveries_resend_stale(older_than=CUTOFF) == 0
+    assert send_count(lost) == 1
+    settings.DELIVERY_LOST_SCAN_MAX = 100
+    assert deliveries_resend_stale(older_than=CUTOFF) == 1
+    assert [send_count(r) for r in held] == [1, 1]
