@@ -18,7 +18,7 @@ import logging
 from django.utils import timezone
 
 from tasks.messages import Message
-from tasks.messaging.brokers import get_message_broker
+from tasks.messaging.brokers import async_subscription_resolve
 from tasks.messaging.deliveries import DispatchError, deliveries_publish_each
 from tasks.models import Delivery
 from tasks.reliability.delivery_state import delivery_plan
@@ -63,14 +63,11 @@ def deliveries_replan(*, limit: int = 100) -> int:
 
 def _wants(row: Delivery) -> bool:
     message = Message.from_json(row.payload)
-    for subscription in get_message_broker().subscriptions():
-        if (
-            subscription.is_async
-            and subscription.handler_path == row.handler
-            and isinstance(message, subscription.message_type)
-        ):
-            return subscription.wants(message)
-    raise PlanningError(f"{row.handler} is not subscribed to {row.message_type}")
+    # The subscription a worker would run for this row: its handler path, or one it replaces.
+    subscription = async_subscription_resolve(type(message), row.handler)
+    if subscription is None:
+        raise PlanningError(f"{row.handler} is not subscribed to {row.message_type}")
+    return subscription.wants(message)
 
 
 def _plan(row: Delivery) -> bool:

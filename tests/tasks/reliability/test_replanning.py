@@ -129,3 +129,13 @@ def test_an_unplanned_delivery_becomes_a_dead_letter_with_the_error_after_the_ca
     assert (dead.reason, dead.attempts) == ("predicate failed", 3)
     assert "predicate broke" in dead.exception_message
     assert sent_handlers(redis_client) == [f"{MODULE}.plain_handler"]
+
+
+def test_an_unplanned_delivery_whose_handler_is_no_longer_subscribed_counts_a_failure(broker, redis_client):
+    register_event(ItemStored(item_id=1))
+    broker._subscriptions[:] = [s for s in broker._subscriptions if s.handler is not picky_handler]
+    due_now(picky_delivery())
+    assert deliveries_replan() == 0
+    row = picky_delivery()
+    assert (row.status, row.attempts) == (Delivery.Status.UNPLANNED, 2)
+    assert "not subscribed" in row.last_error
