@@ -41,6 +41,8 @@ def fast_recovery_env(**overrides: str) -> dict[str, str]:
         "CELERY_VISIBILITY_TIMEOUT": "12",
         "CELERY_TASK_TIME_LIMIT": "5",
         "CELERY_TASK_SOFT_TIME_LIMIT": "4",
+        # Below the soft limit, as the settings require: a lock wait fails and retries first.
+        "DATABASE_LOCK_TIMEOUT": "3",
         "DELIVERY_RESEND_AFTER": "20",
         "OUTBOX_RELAY_GRACE": "1",
         "OUTBOX_RELAY_INTERVAL": "0.5",
