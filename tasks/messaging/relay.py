@@ -175,7 +175,8 @@ class RelayPass:
 
 class Relay:
     """The long-running relay loop until SIGTERM: the outbox pass (unsent rows), ``resend`` (the
-    sweeper: deliveries the broker lost) and ``replan`` (deliveries whose predicate failed).
+    sweeper: deliveries the broker lost), ``replan`` (deliveries whose predicate failed) and
+    ``scheduled`` (Beat's recorded runs the broker refused).
 
     Each pass has its own error handling and backoff: a broker outage (DispatchError) or an error
     in one pass backs that pass off exponentially (up to 30 s) and never stops the others.
@@ -188,6 +189,7 @@ class Relay:
         *,
         resend: Callable[[], int],
         replan: Callable[[], int] | None = None,
+        scheduled: Callable[[], int] | None = None,
         interval: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -197,6 +199,8 @@ class Relay:
         self.passes = [RelayPass("outbox", self.drain_outbox), RelayPass("resend", resend)]
         if replan is not None:
             self.passes.append(RelayPass("replan", replan))
+        if scheduled is not None:
+            self.passes.append(RelayPass("scheduled runs", scheduled))
         self._stop = threading.Event()
 
     def stop(self, *_: object) -> None:

@@ -6,12 +6,13 @@ from tasks.messaging.deliveries import DispatchError
 from tasks.messaging.relay import Relay
 from tasks.reliability.replanning import deliveries_replan
 from tasks.reliability.sweeper import StaleDeliverySweeper, deliveries_resend_stale
+from tasks.scheduling.runs import scheduled_runs_send_unsent
 
 
 class Command(BaseCommand):
     help = (
         "Send outbox rows the commit hook could not send, re-send deliveries the broker lost, and plan "
-        "again deliveries whose predicate failed."
+        "again deliveries whose predicate failed, and send Beat's recorded runs the broker refused."
     )
 
     def add_arguments(self, parser):
@@ -21,13 +22,23 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         if options["once"]:
             # One look at everything now: no throttle.
-            relay = Relay(resend=deliveries_resend_stale, replan=deliveries_replan, interval=options["interval"])
+            relay = Relay(
+                resend=deliveries_resend_stale,
+                replan=deliveries_replan,
+                scheduled=scheduled_runs_send_unsent,
+                interval=options["interval"],
+            )
             try:
                 sent = relay.run_once()
             except DispatchError as exc:
                 raise CommandError(f"broker unavailable: {exc}") from exc
             self.stdout.write(f"sent {sent}")
             return
-        relay = Relay(resend=StaleDeliverySweeper(), replan=deliveries_replan, interval=options["interval"])
+        relay = Relay(
+            resend=StaleDeliverySweeper(),
+            replan=deliveries_replan,
+            scheduled=scheduled_runs_send_unsent,
+            interval=options["interval"],
+        )
         relay.install_signal_handlers()
         relay.run_forever()

@@ -4,11 +4,13 @@ sent by whoever claims them first, and left for the relay when the broker is dow
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 from datetime import timedelta
 
 import pytest
 from celery import current_app
+from django.core.management import call_command
 from django.db import DatabaseError
 from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
@@ -171,3 +173,14 @@ def test_a_run_is_sent_through_its_registered_task_when_this_process_knows_it(le
     assert scheduled_run_send(run_id=run.pk)
     # tasks.ping declares no queue: it goes to the default queue through the registered task.
     assert [m["id"] for m in queued_messages(redis_client, "default")] == [run.task_id]
+
+
+def test_the_relay_process_sends_runs_the_broker_refused(lease, redis_client):
+    run, _ = record(lease)
+    ScheduledRun.objects.filter(pk=run.pk).update(recorded_at=timezone.now() - timedelta(minutes=1))
+
+    call_command("relay_outbox", "--once", stdout=io.StringIO())
+
+    run.refresh_from_db()
+    assert run.sent_at is not None
+    assert [m["id"] for m in queued_messages(redis_client, "low")] == [run.task_id]
