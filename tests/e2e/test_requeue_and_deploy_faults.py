@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
@@ -26,7 +27,7 @@ from tests.e2e.conftest import fast_recovery_env
 from tests.support.deploys.handlers import OLD_HANDLER, ExitingEvent, ReshapedEvent
 from tests.support.ledger.handlers import LedgerEvent, effects_summary
 from tests.support.ledger.models import Effect
-from tests.support.processes import CeleryWorker, ManagedProcess, Relay, process_env
+from tests.support.processes import CeleryWorker, DurableRedisServer, ManagedProcess, Relay, process_env
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.broker]
@@ -239,3 +240,32 @@ def test_a_message_that_ends_its_worker_each_time_is_still_dead_lettered_as_pois
     assert Delivery.objects.get().status == Delivery.Status.DEAD
     assert dead.exception_message.startswith("started 4 times")
     assert not Effect.objects.exists()
+
+
+def test_a_delivery_cancelled_by_a_lost_broker_connection_gives_its_start_back(clean_broker, flag_path, tmp_path):
+    if not settings.CELERY_BROKER_URL.startswith("redis"):
+        pytest.skip("restarts a private Redis broker")
+    broker = DurableRedisServer(tmp_path / "redis").start()
+    env = new_env(
+        CELERY_BROKER_URL=broker.url, DELIVERY_MAX_UNFINISHED_STARTS="3", CELERY_TASK_TIME_LIMIT="30",
+        CELERY_TASK_SOFT_TIME_LIMIT="25", CELERY_VISIBILITY_TIMEOUT="61",
+    )  # fmt: skip
+    event = LedgerEvent(key="reconnected", mode="slow", work_seconds=25, flag_path=flag_path)
+    # Committed by web, sent by the relay (both on the private broker).
+    Outbox.objects.create(message_id=event.message_id, message_type=event.message_name, payload=event.to_json())
+    worker, relay = CeleryWorker(env=env, concurrency=1).start(), Relay(env=env).start()
+    try:
+        wait_until(lambda: Delivery.objects.filter(status=Delivery.Status.RUNNING).exists(), timeout=90)
+        broker.restart()  # the worker loses its connection and cancels the running delivery
+        wait_until(
+            lambda: Delivery.objects.filter(status=Delivery.Status.PENDING, unfinished_starts=0).exists(),
+            timeout=60,
+            message=lambda: worker.log()[-3000:],
+        )
+        Path(flag_path).touch()  # its next run (a restored or re-sent copy) is quick
+        wait_until(Effect.objects.exists, timeout=150, message=lambda: worker.log()[-3000:])
+    finally:
+        for process in (relay, worker, broker):
+            process.stop()
+    assert not DeadLetter.objects.exists()
+    assert lost_and_doubled({"reconnected"}) == (0, 0)
