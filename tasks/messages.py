@@ -32,7 +32,14 @@ from typing import Any, ClassVar
 SCALARS: tuple[type, ...] = (str, int, float, bool, uuid.UUID, datetime, date, Decimal)
 JSON_NATIVE: tuple[type, ...] = (str, int, float, bool)
 
-__all__ = ["Message", "MessageDefinitionError", "UnknownMessageType", "message_type_for", "registered_message_types"]
+__all__ = [
+    "Message",
+    "MessageDefinitionError",
+    "UnknownMessageShape",
+    "UnknownMessageType",
+    "message_type_for",
+    "registered_message_types",
+]
 
 _registry: dict[str, type[Message]] = {}
 

@@ -12,6 +12,7 @@ PUBLIC_NAMES = {
     "tasks.messages": {
         "Message",
         "MessageDefinitionError",
+        "UnknownMessageShape",
         "UnknownMessageType",
         "message_type_for",
         "registered_message_types",
