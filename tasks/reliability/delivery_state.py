@@ -106,11 +106,13 @@ def delivery_finish(*, message_id: uuid.UUID, handler: str) -> bool:
 def delivery_release(*, message_id: uuid.UUID, handler: str, retry_at: datetime) -> bool:
     """running -> pending after a clean failure: a finish, so its start no longer counts; the
     sweeper leaves it alone until ``retry_at``, while the retry waits."""
-    return bool(
-        Delivery.objects.filter(**_key(message_id, handler), status__in=_from("release")).update(
-            status=_to("release"), unfinished_starts=0, sent_at=retry_at
-        )
-    )
+    unfinished = Delivery.objects.filter(**_key(message_id, handler), status__in=_from("release"))
+    with transaction.atomic():
+        if connection.features.has_select_for_update_skip_locked:
+            # A row another copy holds (its handler's transaction, perhaps on a lost host) is that
+            # copy's to finish or release: waiting for it again could outlast the soft time limit.
+            unfinished = Delivery.objects.filter(pk__in=unfinished.select_for_update(skip_locked=True).values("pk"))
+        return bool(unfinished.update(status=_to("release"), unfinished_starts=0, sent_at=retry_at))
 
 
 def delivery_give_back(*, message_id: uuid.UUID | str, handler: str) -> bool:

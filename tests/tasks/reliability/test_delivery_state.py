@@ -2,6 +2,7 @@
 status, ``done`` terminal, and a lost race doing nothing (issue 14 item 1, DESIGN.md section 5)."""
 
 import threading
+import time
 import uuid
 from datetime import timedelta
 
@@ -172,8 +173,6 @@ def test_the_second_of_two_racing_transitions_does_nothing_when_the_first_wins(s
 
 
 def _wait_for_a_lock_waiter() -> None:
-    import time  # noqa: PLC0415
-
     with connection.cursor() as cursor:
         for _ in range(1000):
             cursor.execute(
@@ -182,3 +181,26 @@ def _wait_for_a_lock_waiter() -> None:
             if cursor.fetchone()[0]:
                 return
             time.sleep(0.01)
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="needs row locks held across threads")
+def test_a_release_skips_a_row_another_copy_holds_instead_of_waiting_for_it():
+    delivery = row("running")
+    results = {}
+
+    def release() -> None:
+        try:
+            results["released"] = run("release", delivery)
+        finally:
+            connection.close()
+
+    with transaction.atomic():
+        # Another copy's handler transaction holds the row (on a lost host, for as long as that lasts).
+        Delivery.objects.select_for_update().get(pk=delivery.pk)
+        thread = threading.Thread(target=release)
+        thread.start()
+        thread.join(10)
+        assert not thread.is_alive(), "the release waited on the lock another copy holds"
+    assert results == {"released": False}
+    delivery.refresh_from_db()
+    assert delivery.status == "running"
