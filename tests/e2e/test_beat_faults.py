@@ -44,6 +44,13 @@ SAMPLING_MARGIN = timedelta(seconds=0.5)  # how late the test may see a takeover
 SLACK = 8  # a loaded 2-core machine: process start, a Beat tick, a takeover attempt each second
 
 
+def beat_env(**overrides: str) -> dict[str, str]:
+    """Fast-recovery process settings with no database lock timeout: the stall test holds a table
+    lock longer than the lease, and the leader must still be waiting when the lock goes (with a
+    4 s soft time limit, the settings refuse the 20 s default lock timeout anyway)."""
+    return fast_recovery_env(DATABASE_LOCK_TIMEOUT="0", **overrides)
+
+
 def every(name: str, seconds: int) -> PeriodicTask:
     """A run-once schedule of the recording task, overlap allowed (each run is independent)."""
     schedule = IntervalSchedule.objects.get_or_create(every=seconds, period=IntervalSchedule.SECONDS)[0]
@@ -102,7 +109,7 @@ def test_a_run_due_while_the_broker_is_down_runs_once_after_it_returns(clean_bro
     sent once the broker is back (by the relay), and executed once; the due times it covers
     (run once) add no run. On RabbitMQ the outage is a stopped TCP proxy (tests/support/outage.py)."""
     broker = StoppableBroker().start()
-    env = fast_recovery_env(CELERY_BROKER_URL=broker.url)
+    env = beat_env(CELERY_BROKER_URL=broker.url)
     every("every-10", 10)
     worker, relay = worker_process(env).start(), Relay(env=env).start()
     beat = CeleryBeat(env=env).start()
@@ -180,7 +187,7 @@ def leader_of(beats: list[CeleryBeat]) -> CeleryBeat | None:
 
 
 def test_each_due_time_runs_once_while_the_leader_is_stopped_past_its_lease_and_killed(clean_broker):
-    env = fast_recovery_env(BEAT_LOCK_TTL=str(LEASE_TTL))
+    env = beat_env(BEAT_LOCK_TTL=str(LEASE_TTL))
     every("chaos", INTERVAL)
     worker, relay = worker_process(env).start(), Relay(env=env).start()
     beats = [CeleryBeat(env=env).start(), CeleryBeat(env=env).start()]
@@ -254,7 +261,7 @@ def test_a_leader_stalled_in_a_query_past_its_lease_records_nothing_when_it_resu
     the standby has taken its lease; when the lock goes, the fencing token refuses its record."""
     if connection.vendor != "postgresql":
         pytest.skip("the stall is a PostgreSQL table lock")
-    env = fast_recovery_env(BEAT_LOCK_TTL=str(LEASE_TTL))
+    env = beat_env(BEAT_LOCK_TTL=str(LEASE_TTL))
     every("stalled", 4)
     worker, relay = worker_process(env).start(), Relay(env=env).start()
     first = CeleryBeat(env=env).start()
@@ -308,7 +315,7 @@ def test_two_beats_with_the_same_host_name_and_pid_have_one_leader(clean_broker)
     probe = subprocess.run(["unshare", "-fpu", "--mount-proc", "true"], capture_output=True, check=False)
     if probe.returncode != 0:
         pytest.skip(f"unshare of PID and UTS namespaces not permitted here: {probe.stderr.decode().strip()}")
-    env = fast_recovery_env(BEAT_LOCK_TTL=str(LEASE_TTL))
+    env = beat_env(BEAT_LOCK_TTL=str(LEASE_TTL))
     every("same-host", 2)
     worker, relay = worker_process(env).start(), Relay(env=env).start()
     first = namespaced_beat(env).start()
