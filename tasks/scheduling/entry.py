@@ -6,6 +6,7 @@ import datetime
 from typing import Any
 
 from celery.utils.time import maybe_make_aware
+from django.db.models import Q
 from django_celery_beat.models import PeriodicTask
 from django_celery_beat.schedulers import ModelEntry
 
@@ -69,10 +70,13 @@ class PlatformEntry(ModelEntry):
     next = __next__
 
     def save(self) -> None:
-        # update(), not save(): no date_changed bump, no signals, no history, no reload.
-        PeriodicTask.objects.filter(pk=self.model.pk).update(
-            last_run_at=self.model.last_run_at, total_run_count=self.model.total_run_count
-        )
+        # update(), not save(): no date_changed bump, no signals, no history, no reload. Never
+        # backwards: a leader that resumes after losing its lease must not undo a newer leader's
+        # last run (the next due time, and so the run's key, is computed from it).
+        last_run_at = self.model.last_run_at
+        PeriodicTask.objects.filter(pk=self.model.pk).filter(
+            Q(last_run_at__isnull=True) | Q(last_run_at__lte=last_run_at)
+        ).update(last_run_at=last_run_at, total_run_count=self.model.total_run_count)
 
     def same_as(self, other: PlatformEntry) -> bool:
         """True when ``other`` (re-read from the database) would schedule exactly as this one."""

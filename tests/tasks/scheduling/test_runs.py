@@ -184,3 +184,18 @@ def test_the_relay_process_sends_runs_the_broker_refused(lease, redis_client):
     run.refresh_from_db()
     assert run.sent_at is not None
     assert [m["id"] for m in queued_messages(redis_client, "low")] == [run.task_id]
+
+
+def test_a_stale_leader_saving_its_last_run_never_moves_a_newer_one_back(make_scheduler):
+    every = IntervalSchedule.objects.create(every=10, period=IntervalSchedule.SECONDS)
+    task = PeriodicTask.objects.create(name="ten-seconds", task="tasks.ping", interval=every)
+    stale = make_scheduler("host-a:1:x")
+    stale.tick()
+    entry = stale._entry_for(PeriodicTask.objects.get(pk=task.pk))
+    newer = timezone.now()
+    PeriodicTask.objects.filter(pk=task.pk).update(last_run_at=newer)  # the new leader's last run
+
+    entry.model.last_run_at = newer - timedelta(seconds=30)
+    entry.save()
+
+    assert PeriodicTask.objects.get(pk=task.pk).last_run_at == newer
