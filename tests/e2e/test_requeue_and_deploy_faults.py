@@ -24,6 +24,7 @@ from tasks.models import DeadLetter, Delivery, Outbox
 from tasks.reliability.dead_letters import FailedDelivery, dead_letter_record
 from tasks.transaction import register_event
 from tests.e2e.conftest import fast_recovery_env
+from tests.support.deliveries import recorded_delivery
 from tests.support.deploys.handlers import OLD_HANDLER, ExitingEvent, ReshapedEvent
 from tests.support.ledger.handlers import LedgerEvent, effects_summary
 from tests.support.ledger.models import Effect
@@ -63,20 +64,6 @@ def sentinel_applied(key: str) -> bool:
     return True
 
 
-def recorded_delivery(message, handler: str) -> Delivery:
-    """A delivery as a web process of the new release records it (before it publishes)."""
-    return Delivery.objects.create(
-        message_id=message.message_id,
-        handler=handler,
-        message_type=message.message_name,
-        payload=message.to_json(),
-        queue="default",
-        task_id=str(uuid.uuid4()),
-        sent_at=timezone.now(),
-        send_count=1,
-    )
-
-
 # --- item 1: done is terminal; requeue sends each dead letter once ----------------------------------
 
 
@@ -111,7 +98,7 @@ def test_each_dead_letter_is_sent_once_when_two_requeue_commands_run_at_once(cle
     keys = [f"dl{i}" for i in range(300)]
     for key in keys:
         message = LedgerEvent(key=key)
-        recorded_delivery(message, RECORD_EFFECT)
+        recorded_delivery(message, handler=RECORD_EFFECT)
         dead_letter_record(
             task_name=DELIVER_TASK, task_id="t", queue="default", args=[], kwargs={}, exc=RuntimeError("fixed since"),
             traceback="", attempts=1, reason="failed",
@@ -160,7 +147,9 @@ def test_forged_deliveries_are_refused_and_recorded_and_never_run_by_a_real_work
 def test_an_old_worker_retries_new_work_for_the_deploy_window_and_the_new_release_runs_it_once(clean_broker):
     new_work = ReshapedEvent(key="new-type")
     renamed = ReshapedEvent(key="old-handler-path")
-    deliveries_publish([recorded_delivery(new_work, NEW_HANDLER), recorded_delivery(renamed, OLD_HANDLER)])
+    deliveries_publish(
+        [recorded_delivery(new_work, handler=NEW_HANDLER), recorded_delivery(renamed, handler=OLD_HANDLER)]
+    )
     # The old release does not know the type yet: it waits, it does not dead-letter.
     with CeleryWorker(env=old_env(DELIVERY_DEPLOY_WINDOW="600"), concurrency=1) as old:
         old.wait_for_log("(deploy window)", count=4, timeout=90)
@@ -189,7 +178,7 @@ def test_an_old_worker_retries_new_work_for_the_deploy_window_and_the_new_releas
 
 def test_new_work_is_dead_lettered_as_unknown_after_the_deploy_window_and_runs_once_when_requeued(clean_broker):
     message = ReshapedEvent(key="late-deploy")
-    deliveries_publish([recorded_delivery(message, NEW_HANDLER)])
+    deliveries_publish([recorded_delivery(message, handler=NEW_HANDLER)])
     with CeleryWorker(env=old_env(DELIVERY_DEPLOY_WINDOW="4"), concurrency=1) as old:
         dead = wait_until(DeadLetter.objects.first, timeout=90, message=old.log)
     assert dead.reason == "unknown type"
@@ -233,7 +222,7 @@ def test_a_healthy_delivery_survives_four_sigterm_deploys_mid_run_and_runs_once(
 
 def test_a_message_that_ends_its_worker_each_time_is_still_dead_lettered_as_poison(clean_broker, flag_path):
     event = ExitingEvent(key="poison", flag_path=flag_path)
-    deliveries_publish([recorded_delivery(event, "tests.support.deploys.handlers.exit_until_flag")])
+    deliveries_publish([recorded_delivery(event, handler="tests.support.deploys.handlers.exit_until_flag")])
     with CeleryWorker(env=new_env(DELIVERY_MAX_UNFINISHED_STARTS="3"), concurrency=1) as worker:
         dead = wait_until(lambda: DeadLetter.objects.filter(reason="poison").first(), timeout=120, message=worker.log)
         assert worker.running

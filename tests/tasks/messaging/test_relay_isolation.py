@@ -4,7 +4,6 @@ fail and back off independently."""
 
 import io
 import itertools
-from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
@@ -12,28 +11,19 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from tasks.bus import MemoryBroker, override_message_broker
-from tasks.messages import Message
 from tasks.messaging import relay as relay_module
 from tasks.messaging.relay import Relay, outbox_relay_once
 from tasks.messaging.subscriptions import Subscription
 from tasks.models import DeadLetter, Delivery, Outbox
 from tasks.transaction import register_event
 from tests.support.broker import broker_down
+from tests.support.deliveries import HANDLER, ItemStored, async_handler, unsent_row
 from tests.support.queues import queued_messages
 
 MODULE = __name__
 GRACE = timedelta(seconds=5)
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@dataclass(frozen=True)
-class ItemStored(Message):
-    item_id: int
-
-
-def async_handler(message):
-    """Never runs here: only its delivery is sent."""
 
 
 def retired_handler(message):
@@ -46,15 +36,6 @@ def memory_broker():
     broker.subscribe_async(ItemStored, async_handler)
     with override_message_broker(broker):
         yield broker
-
-
-def unsent_row(message: Message, *, age: timedelta = timedelta(minutes=1)) -> Outbox:
-    row = Outbox.objects.create(
-        message_id=message.message_id, message_type=message.message_name, payload=message.to_json()
-    )
-    Outbox.objects.filter(pk=row.pk).update(created_at=timezone.now() - age)
-    row.refresh_from_db()
-    return row
 
 
 def failing_plan_for(broker: MemoryBroker, monkeypatch, bad_item: int) -> None:
@@ -120,7 +101,7 @@ def test_a_delivery_the_broker_refuses_for_itself_fails_alone_and_is_not_called_
     refused = Delivery.objects.get(handler=f"{MODULE}.retired_handler")
     assert refused.status == Delivery.Status.PENDING
     assert "retired" in refused.last_error
-    assert Delivery.objects.get(handler=f"{MODULE}.async_handler").last_error == ""
+    assert Delivery.objects.get(handler=HANDLER).last_error == ""
     assert redis_client.llen("default") == 1
 
 

@@ -2,16 +2,15 @@
 change page's button lock and re-check each dead letter, and resolve one whose delivery is done
 (issue 14 item 1)."""
 
-import uuid
 from dataclasses import dataclass
 
 import pytest
 from django.urls import reverse
-from django.utils import timezone
 
 from tasks.messages import Message
 from tasks.models import DeadLetter, Delivery
 from tasks.reliability.dead_letters import FailedDelivery, dead_letter_record
+from tests.support.deliveries import recorded_delivery
 from tests.support.queues import queued_messages
 from tests.support.subscribed import subscribed_async
 
@@ -38,16 +37,7 @@ def subscribed():
 
 def dead_letter(*, delivery_status: str) -> DeadLetter:
     message = InvoiceDue(invoice_id=1)
-    Delivery.objects.create(
-        message_id=message.message_id,
-        handler=HANDLER,
-        message_type=message.message_name,
-        payload=message.to_json(),
-        queue="default",
-        status=delivery_status,
-        task_id=str(uuid.uuid4()),
-        sent_at=timezone.now(),
-    )
+    recorded_delivery(message, handler=HANDLER, status=delivery_status)
     return dead_letter_record(
         task_name="tasks.deliver",
         task_id="t-1",

@@ -36,6 +36,7 @@ from tasks.reliability.dead_letters import (
 )
 from tasks.reliability.deliver import DONE, DUPLICATE, deliver, delivery_run
 from tests.support.broker import broker_down
+from tests.support.deliveries import recorded_delivery
 from tests.support.queues import queued_messages
 from tests.support.subscribed import subscribed_async
 
@@ -97,16 +98,12 @@ def failed_delivery(message: Message, handler=do_work) -> FailedDelivery:
 
 
 def delivery_row(message: Message, *, handler=do_work, status=Delivery.Status.RUNNING, queue="low") -> Delivery:
-    return Delivery.objects.create(
-        message_id=message.message_id,
+    return recorded_delivery(
+        message,
         handler=handler_path(handler),
-        message_type=message.message_name,
-        payload=message.to_json(),
         queue=queue,
+        sent_ago=timedelta(minutes=5),
         status=status,
-        task_id=str(uuid.uuid4()),
-        sent_at=timezone.now() - timedelta(minutes=5),
-        send_count=1,
         unfinished_starts=2,
         attempts=3,
     )

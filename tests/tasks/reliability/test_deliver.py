@@ -8,13 +8,13 @@ from dataclasses import dataclass
 import pytest
 from django.contrib.auth.models import Group
 from django.db import connection, connections, transaction
-from django.utils import timezone
 
 from config.celery_app import app
 from tasks.messages import Message
 from tasks.models import DeadLetter, Delivery
 from tasks.reliability.deliver import DONE, DUPLICATE, UnknownToThisWorker, deliver, delivery_run
 from tasks.reliability.platform_task import PermanentError, PoisonMessage, TransientError
+from tests.support.deliveries import recorded_delivery
 from tests.support.subscribed import subscribed_async
 
 MODULE = __name__
@@ -87,15 +87,7 @@ def test_the_same_message_delivered_twice_changes_the_database_once():
 
 def test_a_recorded_pending_delivery_runs_once_and_is_marked_done():
     message = WorkRequested(work_id=2)
-    Delivery.objects.create(
-        message_id=message.message_id,
-        handler=path(create_group),
-        message_type=message.message_name,
-        payload=message.to_json(),
-        queue="default",
-        sent_at=timezone.now(),
-        send_count=1,
-    )
+    recorded_delivery(message, handler=path(create_group))
     assert delivery_run(payload=message.to_json(), handler=path(create_group), queue="default") == DONE
     assert delivery_run(payload=message.to_json(), handler=path(create_group), queue="default") == DUPLICATE
     assert Group.objects.count() == 1
@@ -175,15 +167,9 @@ def test_permanent_errors_are_not_retried_by_the_delivery_task():
 
 
 def record_delivery(message, *, unfinished_starts: int, handler: str) -> Delivery:
-    return Delivery.objects.create(
-        message_id=message.message_id,
-        handler=handler,
-        message_type=message.message_name,
-        payload=message.to_json(),
-        queue="default",
-        status=Delivery.Status.RUNNING,
-        unfinished_starts=unfinished_starts,
-        sent_at=timezone.now(),
+    """A delivery a worker has started ``unfinished_starts`` times without finishing."""
+    return recorded_delivery(
+        message, handler=handler, status=Delivery.Status.RUNNING, unfinished_starts=unfinished_starts
     )
 
 
@@ -290,15 +276,7 @@ def test_a_delivery_recorded_while_the_worker_starts_still_runs():
     def record_then_commit_once_the_worker_waits():
         try:
             with transaction.atomic():
-                Delivery.objects.create(
-                    message_id=message.message_id,
-                    handler=path(create_group),
-                    message_type=message.message_name,
-                    payload=message.to_json(),
-                    queue="default",
-                    sent_at=timezone.now(),
-                    send_count=1,
-                )
+                recorded_delivery(message, handler=path(create_group))
                 recorded.set()
                 watcher = connections.create_connection("default")
                 try:

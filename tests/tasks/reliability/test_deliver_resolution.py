@@ -23,6 +23,7 @@ from tasks.reliability.deliver import (
     delivery_run,
     deploy_window_wait,
 )
+from tests.support.deliveries import recorded_delivery
 from tests.support.subscribed import subscribed_async
 
 MODULE = __name__
@@ -70,15 +71,7 @@ def subscriptions():
 
 
 def recorded(message: Message, handler: str, *, age: timedelta = timedelta(0)) -> Delivery:
-    delivery = Delivery.objects.create(
-        message_id=message.message_id,
-        handler=handler,
-        message_type=message.message_name,
-        payload=message.to_json(),
-        queue="default",
-        sent_at=timezone.now(),
-        send_count=1,
-    )
+    delivery = recorded_delivery(message, handler=handler)
     Delivery.objects.filter(pk=delivery.pk).update(created_at=timezone.now() - age)
     return delivery
 

@@ -4,54 +4,21 @@ done are sent again, oldest first, up to a limit; finished ones never are (DESIG
 What is sent is read back from the tests' Redis, as a worker would receive it.
 """
 
-import uuid
-from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 
-from tasks.messages import Message
 from tasks.messaging.deliveries import DispatchError
 from tasks.models import Delivery
 from tasks.reliability.sweeper import deliveries_resend_stale
 from tests.support.broker import broker_down
+from tests.support.deliveries import delivery_row
 from tests.support.queues import queued_messages
 
-MODULE = __name__
 CUTOFF = timedelta(minutes=10)
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def quick_confirmation(settings):
-    """The second look at the broker a moment after the first (production waits 3 s)."""
-    settings.DELIVERY_LOST_CONFIRM_AFTER = 0.05
-
-
-@dataclass(frozen=True)
-class ItemStored(Message):
-    item_id: int
-
-
-def async_handler(message):
-    """An async handler; it never runs here (no worker), only its delivery is sent."""
-
-
-def unfinished_delivery(*, status: str, sent_ago: timedelta, queue: str = "low") -> Delivery:
-    message = ItemStored(item_id=1)
-    return Delivery.objects.create(
-        message_id=message.message_id,
-        handler=f"{MODULE}.async_handler",
-        message_type=message.message_name,
-        payload=message.to_json(),
-        queue=queue,
-        status=status,
-        task_id=str(uuid.uuid4()),
-        sent_at=timezone.now() - sent_ago,
-        send_count=1,
-    )
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("quick_confirmation")]
 
 
 def queued_message_ids(redis_client, queue: str = "low") -> list[str]:
@@ -61,9 +28,9 @@ def queued_message_ids(redis_client, queue: str = "low") -> list[str]:
 # Moved from tests/tasks/messaging/test_relay.py (the relay's wiring of the sweeper stays there).
 def test_a_delivery_is_resent_once_when_sent_long_ago_and_never_finished(redis_client, settings):
     stale_after = timedelta(seconds=settings.DELIVERY_RESEND_AFTER)
-    stale = unfinished_delivery(status=Delivery.Status.PENDING, sent_ago=stale_after * 2)
-    unfinished_delivery(status=Delivery.Status.DONE, sent_ago=stale_after * 2)
-    unfinished_delivery(status=Delivery.Status.RUNNING, sent_ago=timedelta(0))
+    stale = delivery_row(status=Delivery.Status.PENDING, sent_ago=stale_after * 2)
+    delivery_row(status=Delivery.Status.DONE, sent_ago=stale_after * 2)
+    delivery_row(status=Delivery.Status.RUNNING, sent_ago=timedelta(0))
 
     assert deliveries_resend_stale() == 1
     assert redis_client.llen("low") == 1
@@ -75,8 +42,8 @@ def test_a_delivery_is_resent_once_when_sent_long_ago_and_never_finished(redis_c
 
 
 def test_pending_and_running_deliveries_are_resent_when_sent_before_the_cutoff(redis_client):
-    pending = unfinished_delivery(status=Delivery.Status.PENDING, sent_ago=CUTOFF * 2)
-    running = unfinished_delivery(status=Delivery.Status.RUNNING, sent_ago=CUTOFF * 2, queue="high")
+    pending = delivery_row(status=Delivery.Status.PENDING, sent_ago=CUTOFF * 2)
+    running = delivery_row(status=Delivery.Status.RUNNING, sent_ago=CUTOFF * 2, queue="high")
     before = timezone.now()
 
     assert deliveries_resend_stale(older_than=CUTOFF) == 2
@@ -94,8 +61,8 @@ def test_pending_and_running_deliveries_are_resent_when_sent_before_the_cutoff(r
 
 
 def test_done_and_dead_deliveries_are_not_resent_when_sent_before_the_cutoff(redis_client):
-    done = unfinished_delivery(status=Delivery.Status.DONE, sent_ago=CUTOFF * 2)
-    dead = unfinished_delivery(status=Delivery.Status.DEAD, sent_ago=CUTOFF * 2)
+    done = delivery_row(status=Delivery.Status.DONE, sent_ago=CUTOFF * 2)
+    dead = delivery_row(status=Delivery.Status.DEAD, sent_ago=CUTOFF * 2)
 
     assert deliveries_resend_stale(older_than=CUTOFF) == 0
 
@@ -107,7 +74,7 @@ def test_done_and_dead_deliveries_are_not_resent_when_sent_before_the_cutoff(red
 
 
 def test_recent_deliveries_are_not_resent_when_sent_after_the_cutoff(redis_client):
-    recent = unfinished_delivery(status=Delivery.Status.PENDING, sent_ago=CUTOFF / 2)
+    recent = delivery_row(status=Delivery.Status.PENDING, sent_ago=CUTOFF / 2)
 
     assert deliveries_resend_stale(older_than=CUTOFF) == 0
 
@@ -120,7 +87,7 @@ def test_the_cutoff_defaults_to_the_lost_check_setting_on_redis_when_none_is_giv
     # On Redis the broker is asked, so deliveries are looked for soon (DELIVERY_LOST_CHECK_AFTER);
     # DELIVERY_RESEND_AFTER is the RabbitMQ horizon (test_sweeper_presence.py).
     settings.DELIVERY_LOST_CHECK_AFTER = 3600
-    unfinished_delivery(status=Delivery.Status.PENDING, sent_ago=timedelta(minutes=30))
+    delivery_row(status=Delivery.Status.PENDING, sent_ago=timedelta(minutes=30))
     assert deliveries_resend_stale() == 0
 
     settings.DELIVERY_LOST_CHECK_AFTER = 600
@@ -129,9 +96,9 @@ def test_the_cutoff_defaults_to_the_lost_check_setting_on_redis_when_none_is_giv
 
 def test_the_oldest_deliveries_are_resent_first_when_more_than_the_limit_are_stale(redis_client):
     # Created in one order, aged in another: the sweeper must follow sent_at, not the pk.
-    middle = unfinished_delivery(status=Delivery.Status.PENDING, sent_ago=CUTOFF * 3)
-    newest = unfinished_delivery(status=Delivery.Status.RUNNING, sent_ago=CUTOFF * 2)
-    oldest = unfinished_delivery(status=Delivery.Status.PENDING, sent_ago=CUTOFF * 4)
+    middle = delivery_row(status=Delivery.Status.PENDING, sent_ago=CUTOFF * 3)
+    newest = delivery_row(status=Delivery.Status.RUNNING, sent_ago=CUTOFF * 2)
+    oldest = delivery_row(status=Delivery.Status.PENDING, sent_ago=CUTOFF * 4)
 
     assert deliveries_resend_stale(older_than=CUTOFF, limit=2) == 2
     assert queued_message_ids(redis_client) == [str(oldest.message_id), str(middle.message_id)]
@@ -143,7 +110,7 @@ def test_the_oldest_deliveries_are_resent_first_when_more_than_the_limit_are_sta
 
 
 def test_stale_deliveries_stay_stale_when_the_broker_is_down(redis_client):
-    stale = unfinished_delivery(status=Delivery.Status.PENDING, sent_ago=CUTOFF * 2)
+    stale = delivery_row(status=Delivery.Status.PENDING, sent_ago=CUTOFF * 2)
 
     with broker_down(), pytest.raises(DispatchError):
         deliveries_resend_stale(older_than=CUTOFF)

@@ -5,8 +5,6 @@ On Redis the broker is read as kombu leaves it: queue lists (priority sub-lists 
 """
 
 import json
-import uuid
-from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
@@ -14,35 +12,20 @@ from django.conf import settings as django_settings
 from django.utils import timezone
 from kombu import Connection
 
-from tasks.messages import Message
 from tasks.messaging import broker_presence
 from tasks.messaging.deliveries import deliveries_publish
 from tasks.models import Delivery
 from tasks.reliability import sweeper
 from tasks.reliability.sweeper import StaleDeliverySweeper, deliveries_resend_stale
+from tests.support.deliveries import delivery_row
 
-MODULE = __name__
 OLD = timedelta(minutes=5)
 CUTOFF = timedelta(minutes=1)
 ON_REDIS = django_settings.CELERY_BROKER_URL.startswith("redis")
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("quick_confirmation")]
 redis_only = pytest.mark.skipif(not ON_REDIS, reason="reads kombu's Redis keys")
 amqp_only = pytest.mark.skipif(ON_REDIS, reason="RabbitMQ counts (run with TEST_BROKER_URL=amqp://...)")
-
-
-@dataclass(frozen=True)
-class ItemStored(Message):
-    item_id: int
-
-
-def async_handler(message):
-    """Never runs here: only its delivery is sent."""
-
-
-@pytest.fixture(autouse=True)
-def quick_confirmation(settings):
-    settings.DELIVERY_LOST_CONFIRM_AFTER = 0.05
 
 
 @pytest.fixture
@@ -61,18 +44,7 @@ def empty_broker(redis_client):
 
 def sent_delivery(*, status: str = Delivery.Status.PENDING, publish: bool = True, queue: str = "low") -> Delivery:
     """A delivery sent ``OLD`` ago (published now, so the broker holds it, unless ``publish`` is off)."""
-    message = ItemStored(item_id=1)
-    row = Delivery.objects.create(
-        message_id=message.message_id,
-        handler=f"{MODULE}.async_handler",
-        message_type=message.message_name,
-        payload=message.to_json(),
-        queue=queue,
-        status=status,
-        task_id=str(uuid.uuid4()),
-        sent_at=timezone.now() - OLD,
-        send_count=1,
-    )
+    row = delivery_row(status=status, sent_ago=OLD, queue=queue)
     if publish:
         deliveries_publish([row])
     return row
