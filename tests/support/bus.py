@@ -30,6 +30,12 @@ class Unrelated(Message):
 
 
 calls: list[tuple[str, Message]] = []
+# The messages ``remember`` received, for tests that only ask what a sync handler saw.
+seen: list[Message] = []
+
+
+def remember(message):
+    seen.append(message)
 
 
 def record_sync(message):

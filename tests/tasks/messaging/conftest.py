@@ -2,16 +2,25 @@
 
 import pytest
 
-from tasks.bus import get_message_broker
+from tasks.bus import NullBroker, get_message_broker, override_message_broker
 from tasks.messaging import brokers
-from tests.support.bus import calls
+from tests.support.bus import calls, seen
 
 
 @pytest.fixture(autouse=True)
 def clean_calls():
     calls.clear()
+    seen.clear()
     yield
     calls.clear()
+    seen.clear()
+
+
+@pytest.fixture
+def null_broker():
+    """A NullBroker in force for the test: it records what is published and delivers nothing."""
+    with override_message_broker(NullBroker()) as broker:
+        yield broker
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import pytest
 from django.contrib.auth.models import Group
-from django.db import connection, connections, transaction
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from tasks.bus import MemoryBroker, NullBroker, TestBroker, override_message_broker
@@ -18,6 +18,8 @@ from tasks.messaging.outbox import outbox_mark_sent, outbox_publish_after_commit
 from tasks.models import Delivery, Outbox
 from tasks.transaction import register_event, transactional
 from tests.support.broker import broker_down
+from tests.support.bus import remember, seen
+from tests.support.connections import other_connection
 
 MODULE = __name__
 
@@ -26,13 +28,6 @@ MODULE = __name__
 class GroupCreated(Message):
     group_id: int
     label: str = ""
-
-
-seen: list[Message] = []
-
-
-def remember(message):
-    seen.append(message)
 
 
 def async_noop(message):
@@ -47,20 +42,6 @@ def register_follow_up(message):
 
 def sync_failing(message):
     raise RuntimeError("sync handler exploded")
-
-
-@pytest.fixture(autouse=True)
-def clean_seen():
-    seen.clear()
-    yield
-    seen.clear()
-
-
-@pytest.fixture
-def null_broker():
-    null = NullBroker()
-    with override_message_broker(null):
-        yield null
 
 
 class Hung(BaseException):
@@ -81,16 +62,6 @@ def must_not_hang(seconds: int = 20):
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
-
-
-@contextlib.contextmanager
-def other_connection():
-    """A second connection to the test database, to see only what is committed."""
-    other = connections.create_connection("default")
-    try:
-        yield other
-    finally:
-        other.close()
 
 
 def committed_outbox_rows(other, message_id: uuid.UUID) -> int:

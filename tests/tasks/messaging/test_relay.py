@@ -2,22 +2,20 @@
 grace period, oldest first, in batches; it survives a broker outage and stops cleanly
 (DESIGN.md section 5, issue 4)."""
 
-import contextlib
 import io
 import itertools
 import signal
 import threading
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import connection, connections
+from django.db import connection
 from django.utils import timezone
 
-from tasks.bus import MemoryBroker, NullBroker, override_message_broker
+from tasks.bus import MemoryBroker, override_message_broker
 from tasks.messages import Message
 from tasks.messaging import brokers
 from tasks.messaging import deliveries as dispatch
@@ -28,61 +26,24 @@ from tasks.models import DeadLetter, Delivery, Outbox
 from tasks.reliability.sweeper import deliveries_resend_stale
 from tasks.transaction import register_event, transactional
 from tests.support.broker import broker_down
+from tests.support.bus import remember, seen
+from tests.support.connections import other_connection
+from tests.support.deliveries import HANDLER, ItemStored, async_handler, delivery_row, unsent_row
 from tests.support.queues import queued_messages
 
-MODULE = __name__
 GRACE = timedelta(seconds=5)
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@dataclass(frozen=True)
-class ItemStored(Message):
-    item_id: int
-
-
-seen: list[Message] = []
-
-
-def async_handler(message):
-    """An async handler; it never runs here (no worker), only its delivery is sent."""
-
-
-def sync_handler(message):
-    seen.append(message)
-
-
-@pytest.fixture(autouse=True)
-def clean_seen():
-    seen.clear()
-    yield
-    seen.clear()
 
 
 @pytest.fixture
 def memory_broker():
     """A MemoryBroker with one sync and one async subscription, in force for the test."""
     broker = MemoryBroker()
-    broker.subscribe(ItemStored, sync_handler)
+    broker.subscribe(ItemStored, remember)
     broker.subscribe_async(ItemStored, async_handler)
     with override_message_broker(broker):
         yield broker
-
-
-@pytest.fixture
-def null_broker():
-    with override_message_broker(NullBroker()) as broker:
-        yield broker
-
-
-def unsent_row(message: Message, *, age: timedelta) -> Outbox:
-    """An outbox row as register_event leaves it when the commit hook could not send."""
-    row = Outbox.objects.create(
-        message_id=message.message_id, message_type=message.message_name, payload=message.to_json()
-    )
-    Outbox.objects.filter(pk=row.pk).update(created_at=timezone.now() - age)
-    row.refresh_from_db()
-    return row
 
 
 def sent_ids() -> set[uuid.UUID]:
@@ -124,7 +85,7 @@ def test_relay_sends_the_async_deliveries_of_a_row_but_never_reruns_sync_handler
     delivery = Delivery.objects.get()
     assert (delivery.message_id, delivery.handler, delivery.queue) == (
         message.message_id,
-        f"{MODULE}.async_handler",
+        HANDLER,
         "default",
     )
     assert Message.from_json(delivery.payload) == message
@@ -256,16 +217,6 @@ def test_two_relays_never_send_one_row_twice(memory_broker, redis_client, monkey
     assert redis_client.llen("default") == 3
 
 
-@contextlib.contextmanager
-def other_connection():
-    """A second connection to the test database: it sees what a worker would, committed rows only."""
-    other = connections.create_connection("default")
-    try:
-        yield other
-    finally:
-        other.close()
-
-
 def publish_recording_committed_deliveries(monkeypatch) -> list[int]:
     """Wrap dispatch.deliveries_publish: before each real publish, count how many of its Delivery
     rows another connection (a worker) can already see."""
@@ -303,25 +254,10 @@ def test_relay_publishes_deliveries_only_once_a_worker_can_see_them(memory_broke
     assert committed == [1]
 
 
-def unfinished_delivery(*, status: str, sent_ago: timedelta) -> Delivery:
-    message = ItemStored(item_id=1)
-    return Delivery.objects.create(
-        message_id=message.message_id,
-        handler=f"{MODULE}.async_handler",
-        message_type=message.message_name,
-        payload=message.to_json(),
-        queue="low",
-        status=status,
-        task_id="t-1",
-        sent_at=timezone.now() - sent_ago,
-        send_count=1,
-    )
-
-
 def test_relay_pass_resends_deliveries_sent_long_ago_and_never_finished(null_broker, redis_client, settings):
     # The wiring: a pass ends with the sweeper it was given (what it re-sends: test_sweeper.py).
     stale_after = timedelta(seconds=settings.DELIVERY_RESEND_AFTER)
-    stale = unfinished_delivery(status=Delivery.Status.PENDING, sent_ago=stale_after * 2)
+    stale = delivery_row(status=Delivery.Status.PENDING, sent_ago=stale_after * 2)
 
     assert Relay(resend=deliveries_resend_stale).run_once() == 1
     assert queued_message_ids(redis_client, "low") == [str(stale.message_id)]
@@ -342,7 +278,7 @@ def test_relay_pass_resends_after_draining_the_outbox_and_counts_both_when_both_
 
 
 def test_relay_outbox_command_resends_stale_deliveries_when_run_once(null_broker, redis_client, settings):
-    stale = unfinished_delivery(
+    stale = delivery_row(
         status=Delivery.Status.RUNNING, sent_ago=timedelta(seconds=settings.DELIVERY_RESEND_AFTER + 60)
     )
     out = io.StringIO()
