@@ -7,20 +7,11 @@ import pytest
 from django.test import Client
 
 from marketplace.models import Author
-from tests.marketplace.factories import UserFactory, issue_key
+from tests.marketplace.factories import FANCY_BUTTON_SOURCE, UserFactory, issue_key
 from tests.support.api import API, bearer
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.broker, pytest.mark.usefixtures("api_rate_limit_cache")]
-
-SOURCE = """---
-name: Fancy Button
-version: 2.1.0
-description: A button that sparkles when pressed.
-tags: [ui, button]
----
-export const Button = () => null;
-"""
 
 
 def test_uploaded_component_is_published_found_rated_and_downloaded_through_the_api(celery_worker_process):
@@ -29,7 +20,7 @@ def test_uploaded_component_is_published_found_rated_and_downloaded_through_the_
 
     uploaded = client.post(
         f"{API}/components",
-        {"name": "Fancy Button", "source": SOURCE},
+        {"name": "Fancy Button", "source": FANCY_BUTTON_SOURCE},
         content_type="application/json",
         headers=bearer(author_key),
     )
@@ -47,7 +38,7 @@ def test_uploaded_component_is_published_found_rated_and_downloaded_through_the_
     )
     downloaded = client.post(f"{API}/components/{slug}/download", headers=bearer(rater_key))
     assert rated.json()["rating_average"] == 4.0
-    assert downloaded.json()["source"] == SOURCE
+    assert downloaded.json()["source"] == FANCY_BUTTON_SOURCE
 
     wait_until(lambda: client.get(f"{API}/components/{slug}").json()["download_count"] == 1)
     wait_until(lambda: Author.objects.get(user__username="maker").reputation == 4)

@@ -6,24 +6,15 @@ from marketplace import services
 from marketplace.models import Component, Notification
 from marketplace.selectors import search_components
 from tasks.models import Delivery, Outbox
-from tests.marketplace.factories import AuthorFactory, UserFactory
+from tests.marketplace.factories import FANCY_BUTTON_SOURCE, INVALID_SOURCE, AuthorFactory, UserFactory
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.broker]
 
-SOURCE = """---
-name: Fancy Button
-version: 2.1.0
-description: A button that sparkles when pressed.
-tags: [ui, button]
----
-export const Button = () => null;
-"""
-
 
 def test_upload_is_published_indexed_and_notified_when_a_worker_runs(celery_worker_process):
     author = AuthorFactory()
-    component = services.component_upload(author=author, name="Fancy Button", source=SOURCE)
+    component = services.component_upload(author=author, name="Fancy Button", source=FANCY_BUTTON_SOURCE)
 
     wait_until(
         lambda: Component.objects.filter(pk=component.pk, indexed_at__isnull=False).exists(),
@@ -43,7 +34,7 @@ def test_upload_is_published_indexed_and_notified_when_a_worker_runs(celery_work
 
 def test_bad_front_matter_is_rejected_with_a_readable_reason(celery_worker_process):
     author = AuthorFactory()
-    component = services.component_upload(author=author, name="Broken", source="---\nname: Broken\n---\nx")
+    component = services.component_upload(author=author, name="Broken", source=INVALID_SOURCE)
     wait_until(lambda: Component.objects.get(pk=component.pk).status == Component.Status.REJECTED)
     component.refresh_from_db()
     assert component.rejection_reason == "Missing required front matter field(s): version, description."
@@ -52,7 +43,7 @@ def test_bad_front_matter_is_rejected_with_a_readable_reason(celery_worker_proce
 
 def test_ratings_and_downloads_update_counters_and_reputation(celery_worker_process):
     author = AuthorFactory()
-    component = services.component_upload(author=author, name="Fancy Button", source=SOURCE)
+    component = services.component_upload(author=author, name="Fancy Button", source=FANCY_BUTTON_SOURCE)
     wait_until(lambda: Component.objects.get(pk=component.pk).status == Component.Status.PUBLISHED)
     component.refresh_from_db()
     raters = UserFactory.create_batch(3)
