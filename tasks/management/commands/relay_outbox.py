@@ -11,8 +11,8 @@ from tasks.scheduling.runs import scheduled_runs_send_unsent
 
 class Command(BaseCommand):
     help = (
-        "Send outbox rows the commit hook could not send, re-send deliveries the broker lost, and plan "
-        "again deliveries whose predicate failed, and send Beat's recorded runs the broker refused."
+        "Send outbox rows the commit hook could not send, re-send deliveries the broker lost, plan again "
+        "deliveries whose predicate failed, and send Beat's recorded runs the broker refused."
     )
 
     def add_arguments(self, parser):
