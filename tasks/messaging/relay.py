@@ -193,7 +193,6 @@ class Relay:
         interval: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.resend = resend
         self.interval = settings.OUTBOX_RELAY_INTERVAL if interval is None else interval
         self.clock = clock
         self.passes = [RelayPass("outbox", self.drain_outbox), RelayPass("resend", resend)]

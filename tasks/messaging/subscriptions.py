@@ -65,10 +65,6 @@ class Subscription:
     def handler_path(self) -> str:
         return _describe(self.handler)
 
-    def answers_to(self, path: str) -> bool:
-        """Whether a delivery recorded under handler ``path`` is this subscription's."""
-        return path == self.handler_path or path in self.replaces
-
     def wants(self, message: Message) -> bool:
         return self.predicate is None or bool(self.predicate(message))
 

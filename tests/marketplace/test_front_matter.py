@@ -1,7 +1,6 @@
 """YAML front matter: parsed into JSON-ready metadata, or refused with a reason a user can read."""
 
 import json
-import time
 import tracemalloc
 
 import pytest
@@ -160,20 +159,17 @@ ALIAS_BOMB = (
 HEAD = "---\nname: a\nversion: 1.0.0\ndescription: d\n"
 
 
-def test_alias_bomb_is_refused_within_bounded_time_and_memory():
+def test_alias_bomb_is_refused_within_bounded_memory():
     tracemalloc.start()
-    started = time.monotonic()
     try:
         message = _refusal(ALIAS_BOMB)
-        elapsed = time.monotonic() - started
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
 
     assert message == "Anchors and aliases (&name, *name) are not allowed (line 5)."
-    # Refused at the first anchor: milliseconds and kilobytes; the bounds leave room for a busy
-    # machine (expanded, this document took 10 s and 426 MiB).
-    assert elapsed < 2
+    # Refused at the first anchor, before anything expands: kilobytes (expanded, this document
+    # took 10 s and 426 MiB). Memory, unlike time, does not depend on how busy the machine is.
     assert peak < 8 * 1024 * 1024
 
 
