@@ -5,34 +5,43 @@ from dataclasses import dataclass
 from tasks.messages import Message
 
 
+class ComponentEvent(Message):
+    """What happens to a component, for other services too: the relay appends every committed one
+    to the ``marketplace.components`` stream, in commit order per component (README "Consuming
+    events from another service")."""
+
+    stream = "marketplace.components"
+    stream_key = "component_id"
+
+
 @dataclass(frozen=True)
-class ComponentUploaded(Message):
+class ComponentUploaded(ComponentEvent):
     component_id: int
     author_id: int
 
 
 @dataclass(frozen=True)
-class ComponentPublished(Message):
+class ComponentPublished(ComponentEvent):
     component_id: int
     author_id: int
     version: str
 
 
 @dataclass(frozen=True)
-class ComponentRejected(Message):
+class ComponentRejected(ComponentEvent):
     component_id: int
     author_id: int
     reason: str
 
 
 @dataclass(frozen=True)
-class ComponentDeleted(Message):
+class ComponentDeleted(ComponentEvent):
     component_id: int
     author_id: int
 
 
 @dataclass(frozen=True)
-class ComponentRated(Message):
+class ComponentRated(ComponentEvent):
     component_id: int
     author_id: int
     user_id: int
@@ -40,7 +49,7 @@ class ComponentRated(Message):
 
 
 @dataclass(frozen=True)
-class ComponentDownloaded(Message):
+class ComponentDownloaded(ComponentEvent):
     component_id: int
     user_id: int | None = None
 

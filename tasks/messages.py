@@ -15,12 +15,17 @@ wrote them):
 - A payload with a field the class does not have, or a newer version than the class, was
   written by newer code (or is wrong): ``from_json`` refuses it (``UnknownMessageShape``)
   instead of dropping data; a worker retries it for the deploy window, as an unknown type.
+
+Streams (``tasks.streams``): a class opts in to being appended to an external stream by naming it,
+``stream = "marketplace.components"``, and the field that holds the aggregate id entries are
+ordered by, ``stream_key = "component_id"``. The relay appends every committed event of the class.
 """
 
 from __future__ import annotations
 
 import abc
 import dataclasses
+import re
 import types
 import typing
 import uuid
@@ -42,6 +47,8 @@ __all__ = [
 ]
 
 _registry: dict[str, type[Message]] = {}
+# A stream name is also a Redis key, an AMQP routing-key prefix and a Kafka topic: dotted words.
+_STREAM_NAME = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)+")
 
 
 class MessageDefinitionError(TypeError):
@@ -113,11 +120,26 @@ def _validate_and_register(cls: type[Message]) -> None:
     cls._untyped_fields = tuple(name for name, tp in cls._field_types.items() if _has_untyped_container(tp))
     name = cls.__dict__.get("message_name") or f"{cls.__module__}.{cls.__qualname__}"
     cls.message_name = name
+    _check_stream_opt_in(cls)
     existing = _registry.get(name)
     if existing is not None and (existing.__module__, existing.__qualname__) != (cls.__module__, cls.__qualname__):
         raise MessageDefinitionError(f"message name {name!r} is used by {existing!r} already")
     # The same class defined again (a re-imported module, a test) replaces the old one.
     _registry[name] = cls
+
+
+def _check_stream_opt_in(cls: type[Message]) -> None:
+    """A streamed class names its stream (``family.topic``) and a field of its own as the key."""
+    if cls.stream is None:
+        return
+    if not isinstance(cls.stream, str) or not _STREAM_NAME.fullmatch(cls.stream):
+        raise MessageDefinitionError(
+            f"{cls.__qualname__}.stream must look like 'family.topic' (letters, digits, _ and -), not {cls.stream!r}"
+        )
+    if cls.stream_key not in cls._field_types:
+        raise MessageDefinitionError(
+            f"{cls.__qualname__}.stream_key must name one of its fields (the aggregate id), not {cls.stream_key!r}"
+        )
 
 
 def _has_untyped_container(tp: Any) -> bool:
@@ -154,6 +176,10 @@ class Message(metaclass=_MessageMeta):
     message_name: ClassVar[str]
     # The payload shape; raise it (and declare ``upgrade``) when a field is renamed or removed.
     schema_version: ClassVar[int] = 1
+    # Opt-in to an external stream (tasks.streams): its name, and the field holding the aggregate
+    # id (the stream keeps commit order per value of that field).
+    stream: ClassVar[str | None] = None
+    stream_key: ClassVar[str | None] = None
     _field_types: ClassVar[dict[str, Any]]
     _untyped_fields: ClassVar[tuple[str, ...]] = ()
 

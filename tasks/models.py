@@ -230,3 +230,66 @@ class ScheduleChange(models.Model):
 
     def __str__(self) -> str:
         return f"{self.periodic_task_name} {self.action} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class StreamEntry(models.Model):
+    """A committed event of a streamed class (``Message.stream``), with its place in its stream.
+
+    The relay's sequencing step copies the event here from the outbox and gives it the next
+    position of its stream; its append step hands entries to the stream's sink in position order
+    and marks them appended. Tracked apart from ``Outbox.sent_at``: a stream outage never holds
+    deliveries back, and a delivery outage never holds a stream back.
+    """
+
+    message_id = models.UUIDField(unique=True)
+    outbox_id = models.BigIntegerField(help_text="The outbox row it was copied from (that row may be pruned).")
+    stream = models.CharField(max_length=200)
+    position = models.BigIntegerField(help_text="1, 2, 3, ... within the stream, in the order the relay saw commits.")
+    entry_id = models.CharField(max_length=40, help_text="The id in the stream (Redis: explicit XADD id).")
+    key = models.CharField(max_length=200)
+    message_type = models.CharField(max_length=200)
+    payload = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    appended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "stream entries"
+        constraints = [models.UniqueConstraint(fields=["stream", "position"], name="stream_entry_position_once")]
+        indexes = [
+            models.Index(
+                fields=["stream", "position"],
+                condition=models.Q(appended_at__isnull=True),
+                name="stream_unappended_idx",
+            ),
+            models.Index(fields=["outbox_id"], name="stream_entry_outbox_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.stream} #{self.position} {self.message_type}"
+
+
+class StreamPosition(models.Model):
+    """The last position and entry id given out in one stream; its row lock is the stream's:
+    one relay at a time sequences into it or appends from it."""
+
+    stream = models.CharField(max_length=200, unique=True)
+    position = models.BigIntegerField(default=0)
+    entry_ms = models.BigIntegerField(default=0)
+    entry_seq = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.stream} at {self.position}"
+
+
+class StreamCursor(models.Model):
+    """How far the outbox has been read for streams: every streamed outbox row with an id up to
+    ``outbox_id`` has its StreamEntry. ``candidate_id`` becomes the new ``outbox_id`` once none of
+    ``candidate_writers`` (the transactions open when it was read) is open any more."""
+
+    name = models.CharField(max_length=50, unique=True)
+    outbox_id = models.BigIntegerField(default=0)
+    candidate_id = models.BigIntegerField(default=0)
+    candidate_writers = models.JSONField(default=list, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} at {self.outbox_id}"

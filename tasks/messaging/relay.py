@@ -190,6 +190,7 @@ class Relay:
         resend: Callable[[], int],
         replan: Callable[[], int] | None = None,
         scheduled: Callable[[], int] | None = None,
+        extra: Iterable[tuple[str, Callable[[], int]]] = (),
         interval: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -200,6 +201,8 @@ class Relay:
             self.passes.append(RelayPass("replan", replan))
         if scheduled is not None:
             self.passes.append(RelayPass("scheduled runs", scheduled))
+        # Passes of later capabilities (the streams pass), by name: the relay needs no import of them.
+        self.passes.extend(RelayPass(name, run) for name, run in extra)
         self._stop = threading.Event()
 
     def stop(self, *_: object) -> None:

@@ -7,12 +7,14 @@ from tasks.messaging.relay import Relay
 from tasks.reliability.replanning import deliveries_replan
 from tasks.reliability.sweeper import StaleDeliverySweeper, deliveries_resend_stale
 from tasks.scheduling.runs import scheduled_runs_send_unsent
+from tasks.streams.appends import stream_relay_pass
 
 
 class Command(BaseCommand):
     help = (
         "Send outbox rows the commit hook could not send, re-send deliveries the broker lost, plan again "
-        "deliveries whose predicate failed, and send Beat's recorded runs the broker refused."
+        "deliveries whose predicate failed, send Beat's recorded runs the broker refused, and append "
+        "committed events of streamed classes to their streams."
     )
 
     def add_arguments(self, parser):
@@ -26,6 +28,7 @@ class Command(BaseCommand):
                 resend=deliveries_resend_stale,
                 replan=deliveries_replan,
                 scheduled=scheduled_runs_send_unsent,
+                extra=[("streams", stream_relay_pass)],
                 interval=options["interval"],
             )
             try:
@@ -38,6 +41,7 @@ class Command(BaseCommand):
             resend=StaleDeliverySweeper(),
             replan=deliveries_replan,
             scheduled=scheduled_runs_send_unsent,
+            extra=[("streams", stream_relay_pass)],
             interval=options["interval"],
         )
         relay.install_signal_handlers()

@@ -1,0 +1,469 @@
+"""A consumer library for the platform's event streams, for any Python service: no Django import.
+
+It needs redis-py for Redis Streams and kombu for RabbitMQ, and ``entries.py`` beside it (copy
+both files, or install this repository's ``tasks`` package without configuring Django).
+
+```python
+import redis
+from tasks.streams.consumer import RedisStreamConsumer
+
+def handle(event):              # a StreamEvent: message_id, type, occurred_at, key, payload, ...
+    index_component(event.payload["component_id"])
+
+consumer = RedisStreamConsumer(
+    redis.Redis.from_url("redis://events-host:6379/0"),
+    stream="marketplace.components", group="search", consumer="search-1", handler=handle,
+)
+consumer.run()                  # until stop() (e.g. from a SIGTERM handler)
+```
+
+Both consumers give each entry to ``handler`` at least once per group, acknowledge it only after
+``handler`` returned, and remember the ``message_id`` first (``seen``), so a copy of an event
+already handled (a redelivery after a lost ack, a re-published AMQP message) is acknowledged
+without running ``handler`` again. An entry whose handler raised is delivered again; one
+delivered ``max_deliveries`` times without an ack (it raised, or its consumer died each time) goes
+to a dead-letter stream or queue with its last error. A malformed entry goes there at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import redis
+from kombu import Connection, Consumer, Exchange, Producer, Queue
+from kombu.message import Message as AmqpMessage
+
+from tasks.streams.entries import MalformedEntry, StreamEvent, event_from_fields, exchange_name
+
+__all__ = [
+    "MemorySeen",
+    "RabbitMQConsumer",
+    "RedisSeen",
+    "RedisStreamConsumer",
+    "SeenStore",
+    "StreamEvent",
+]
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[StreamEvent], object]
+DEAD_LETTER_MAXLEN = 100_000
+
+
+class SeenStore(Protocol):
+    """What a consumer remembers per group: handled message ids and deliveries per message id."""
+
+    def seen(self, message_id: str) -> bool: ...
+
+    def remember(self, message_id: str) -> None: ...
+
+    def count_delivery(self, message_id: str) -> int:
+        """Count one more delivery of ``message_id`` and return the count (RabbitMQ classic queues)."""
+        ...
+
+
+class MemorySeen:
+    """The last ``size`` message ids of one process: enough for one consumer process alone."""
+
+    def __init__(self, size: int = 100_000) -> None:
+        self.size = size
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._deliveries: OrderedDict[str, int] = OrderedDict()
+
+    def seen(self, message_id: str) -> bool:
+        return message_id in self._seen
+
+    def remember(self, message_id: str) -> None:
+        self._seen[message_id] = None
+        self._deliveries.pop(message_id, None)
+        while len(self._seen) > self.size:
+            self._seen.popitem(last=False)
+
+    def count_delivery(self, message_id: str) -> int:
+        count = self._deliveries.pop(message_id, 0) + 1
+        self._deliveries[message_id] = count
+        while len(self._deliveries) > self.size:
+            self._deliveries.popitem(last=False)
+        return count
+
+
+class RedisSeen:
+    """Message ids in Redis under ``namespace`` for ``ttl`` seconds: shared by a group's consumers."""
+
+    def __init__(self, client: redis.Redis, *, namespace: str, ttl: int = 7 * 86400) -> None:
+        self.client = client
+        self.namespace = namespace
+        self.ttl = ttl
+
+    def seen(self, message_id: str) -> bool:
+        return bool(self.client.exists(f"{self.namespace}:seen:{message_id}"))
+
+    def remember(self, message_id: str) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.set(f"{self.namespace}:seen:{message_id}", 1, ex=self.ttl)
+        pipe.delete(f"{self.namespace}:deliveries:{message_id}")
+        pipe.execute()
+
+    def count_delivery(self, message_id: str) -> int:
+        key = f"{self.namespace}:deliveries:{message_id}"
+        pipe = self.client.pipeline(transaction=True)
+        pipe.incr(key)
+        pipe.expire(key, self.ttl)
+        return int(pipe.execute()[0])
+
+
+def _error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:2000]
+
+
+class _Loop:
+    """Stop handling shared by both consumers."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+
+    def stop(self, *_: object) -> None:
+        """Finish the entry in hand, then return from ``run``."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+
+class RedisStreamConsumer(_Loop):
+    """One consumer of a Redis consumer group.
+
+    Each ``poll``: take over (``XAUTOCLAIM``) entries pending longer than ``claim_idle`` seconds
+    in any consumer of the group (a dead or hung one), then read new ones (``XREADGROUP``); handle
+    each, ``XACK`` after the handler. The group is created on first use (``start_id`` "0": from
+    the oldest entry the stream keeps; "$": only what comes after).
+    Dead letters go to ``<stream>:dead:<group>`` with the entry's fields and ``error``,
+    ``entry_id``, ``deliveries``, ``consumer`` and ``dead_at``.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        stream: str,
+        group: str,
+        consumer: str,
+        handler: Handler,
+        claim_idle: float = 30.0,
+        max_deliveries: int = 5,
+        batch: int = 10,
+        block: float = 1.0,
+        start_id: str = "0",
+        seen: SeenStore | None = None,
+        seen_ttl: int = 7 * 86400,
+        dead_letter_stream: str | None = None,
+    ) -> None:
+        super().__init__()
+        if max_deliveries < 1 or batch < 1 or claim_idle <= 0:
+            raise ValueError("max_deliveries and batch must be 1 or more, claim_idle above 0")
+        self.client = client
+        self.stream = stream
+        self.group = group
+        self.consumer = consumer
+        self.handler = handler
+        self.claim_idle_ms = int(claim_idle * 1000)
+        self.max_deliveries = max_deliveries
+        self.batch = batch
+        self.block_ms = int(block * 1000)
+        self.start_id = start_id
+        self.seen = seen if seen is not None else RedisSeen(client, namespace=f"{stream}:{group}", ttl=seen_ttl)
+        self.dead_letter_stream = dead_letter_stream or f"{stream}:dead:{group}"
+        self.errors_key = f"{stream}:{group}:errors"
+        self._claim_from = "0-0"
+
+    def ensure_group(self) -> None:
+        """Create the group (and the stream) unless it exists: any number of consumers may call it."""
+        try:
+            self.client.xgroup_create(self.stream, self.group, id=self.start_id, mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def poll(self) -> int:
+        """Claim, read and handle one batch; return how many entries were handled or dead-lettered."""
+        done = 0
+        claimed = self._claim()
+        for entry_id, fields, deliveries in claimed:
+            done += self._handle(entry_id, fields, deliveries)
+        if self.stopping:
+            return done
+        # Claimed work was found: look again soon instead of blocking on new entries.
+        reply = self.client.xreadgroup(
+            self.group, self.consumer, {self.stream: ">"}, count=self.batch, block=None if claimed else self.block_ms
+        )
+        for _stream, entries in reply or []:
+            for entry_id, fields in entries:
+                if self.stopping:
+                    # Read but not handled: it stays pending and is claimed after claim_idle.
+                    return done
+                done += self._handle(entry_id, fields, 1)
+        return done
+
+    def run(self) -> None:
+        """Poll until ``stop()``; a lost Redis is retried with backoff, never the end of the loop."""
+        backoff = 0.0
+        while not self.stopping:
+            try:
+                self.ensure_group()
+                while not self.stopping:
+                    self.poll()
+                    backoff = 0.0
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                backoff = min(max(backoff * 2, 0.5), 10.0)
+                logger.warning("stream %s: Redis unavailable (%s); retrying in %.1f s", self.stream, exc, backoff)
+                self._stop.wait(backoff)
+
+    def _claim(self) -> list[tuple[Any, Any, int]]:
+        next_from, entries, *deleted = self.client.xautoclaim(
+            self.stream,
+            self.group,
+            self.consumer,
+            min_idle_time=self.claim_idle_ms,
+            start_id=self._claim_from,
+            count=self.batch,
+        )
+        self._claim_from = next_from
+        if deleted and deleted[0]:
+            # Trimmed away (retention) while pending: Redis dropped them from the group already.
+            logger.warning("stream %s: %d pending entries were trimmed before handled", self.stream, len(deleted[0]))
+        if not entries:
+            return []
+        counts = {
+            row["message_id"]: row["times_delivered"]
+            for row in self.client.xpending_range(
+                self.stream, self.group, min=entries[0][0], max=entries[-1][0], count=len(entries) * 4 + 16,
+                consumername=self.consumer,
+            )
+        }  # fmt: skip
+        return [(entry_id, fields, counts.get(entry_id, self.max_deliveries + 1)) for entry_id, fields in entries]
+
+    def _handle(self, entry_id: Any, fields: Mapping[Any, Any] | None, deliveries: int) -> int:
+        event = self._admit(entry_id, fields, deliveries)
+        if event is None:
+            return 1
+        try:
+            self.handler(event)
+        except Exception as exc:
+            error = _error_text(exc)
+            logger.warning(
+                "stream %s group %s: handler failed on %s (delivery %d): %s",
+                self.stream, self.group, event.entry_id, deliveries, error,
+            )  # fmt: skip
+            if deliveries >= self.max_deliveries:
+                self._dead_letter(entry_id, fields, deliveries, error)
+                return 1
+            # Left pending: claimed again (by any consumer of the group) after claim_idle.
+            self.client.hset(self.errors_key, event.entry_id, error)
+            return 0
+        self.seen.remember(event.message_id)
+        self._ack(entry_id)
+        return 1
+
+    def _admit(self, entry_id: Any, fields: Mapping[Any, Any] | None, deliveries: int) -> StreamEvent | None:
+        """The event to hand to the handler, or None when the entry was settled here: gone,
+        malformed or over the cap (dead-lettered), or handled before (acked)."""
+        entry = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        if fields is None:
+            self._ack(entry_id)
+            return None
+        try:
+            event = event_from_fields(fields, stream=self.stream, entry_id=entry, deliveries=deliveries)
+        except MalformedEntry as exc:
+            self._dead_letter(entry_id, fields, deliveries, f"malformed entry: {exc}")
+            return None
+        if deliveries > self.max_deliveries:
+            error = self.client.hget(self.errors_key, entry)
+            reason = error.decode() if isinstance(error, bytes) else "no error recorded"
+            self._dead_letter(
+                entry_id, fields, deliveries,
+                f"delivered {deliveries - 1} times without an ack (last error: {reason}; a consumer that died "
+                f"or hung handling it leaves no error)",
+            )  # fmt: skip
+            return None
+        if self.seen.seen(event.message_id):
+            self._ack(entry_id)
+            return None
+        return event
+
+    def _ack(self, entry_id: Any) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.xack(self.stream, self.group, entry_id)
+        pipe.hdel(self.errors_key, entry_id)
+        pipe.execute()
+
+    def _dead_letter(self, entry_id: Any, fields: Mapping[Any, Any], deliveries: int, error: str) -> None:
+        entry = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        logger.error("stream %s group %s: entry %s dead-lettered: %s", self.stream, self.group, entry, error)
+        dead = {**fields}
+        dead.update(
+            error=error,
+            entry_id=entry,
+            deliveries=str(deliveries),
+            consumer=self.consumer,
+            dead_at=datetime.now(UTC).isoformat(),
+        )
+        # One MULTI: the dead letter exists exactly when the entry is no longer pending.
+        pipe = self.client.pipeline(transaction=True)
+        pipe.xadd(self.dead_letter_stream, dead, maxlen=DEAD_LETTER_MAXLEN, approximate=True)
+        pipe.xack(self.stream, self.group, entry_id)
+        pipe.hdel(self.errors_key, entry)
+        pipe.execute()
+
+
+class RabbitMQConsumer(_Loop):
+    """One consumer of a group's durable queue on the stream family's topic exchange.
+
+    The queue ``<stream>.<group>`` is bound with ``<stream>.#``; its dead-letter exchange
+    ``<queue>.dlx`` routes to ``<queue>.dead`` (the DLQ). Messages the queue's TTL expires go there
+    (``x-death`` reason ``expired``), and so do messages this consumer gives up on: a handler
+    that raised ``max_deliveries`` times or a consumer that died that often (a quorum queue's
+    ``x-delivery-count``, else ``seen.count_delivery``), with the error in ``x-error``. Manual
+    acks; ``prefetch`` messages in flight.
+    """
+
+    def __init__(
+        self,
+        connection: Connection | str,
+        *,
+        stream: str,
+        group: str,
+        handler: Handler,
+        max_deliveries: int = 5,
+        prefetch: int = 10,
+        message_ttl: int = 0,
+        max_priority: int = 0,
+        quorum: bool = False,
+        seen: SeenStore | None = None,
+    ) -> None:
+        super().__init__()
+        if quorum and max_priority:
+            raise ValueError("a quorum queue has no x-max-priority; use a classic queue for priorities")
+        if isinstance(connection, str):
+            # Publisher confirms: a dead letter is acknowledged by the broker before its message is.
+            connection = Connection(connection, transport_options={"confirm_publish": True})
+        self.connection = connection
+        self.stream = stream
+        self.group = group
+        self.handler = handler
+        self.max_deliveries = max_deliveries
+        self.prefetch = prefetch
+        self.seen = seen if seen is not None else MemorySeen()
+        self.queue_name = f"{stream}.{group}"
+        self.exchange = Exchange(exchange_name(stream), "topic", durable=True)
+        self.dead_exchange = Exchange(f"{self.queue_name}.dlx", "direct", durable=True)
+        arguments: dict[str, Any] = {
+            "x-dead-letter-exchange": self.dead_exchange.name,
+            "x-dead-letter-routing-key": self.queue_name,
+        }
+        if message_ttl:
+            arguments["x-message-ttl"] = message_ttl
+        if max_priority:
+            arguments["x-max-priority"] = max_priority
+        queue_type = {"x-queue-type": "quorum"} if quorum else {}
+        self.queue = Queue(
+            self.queue_name, self.exchange, routing_key=f"{stream}.#", durable=True,
+            queue_arguments={**arguments, **queue_type},
+        )  # fmt: skip
+        self.dead_letter_queue = Queue(
+            f"{self.queue_name}.dead", self.dead_exchange, routing_key=self.queue_name, durable=True,
+            queue_arguments=queue_type,
+        )  # fmt: skip
+
+    def declare(self) -> None:
+        """Declare the exchange, the queue, its DLX and DLQ (idempotent; the arguments must not change)."""
+        with self.connection.channel() as channel:
+            self.queue.bind(channel).declare()
+            self.dead_letter_queue.bind(channel).declare()
+
+    def run(self) -> None:
+        """Consume until ``stop()``; a lost connection is retried with backoff."""
+        backoff = 0.0
+        while not self.stopping:
+            try:
+                self.declare()
+                with Consumer(
+                    self.connection, queues=[self.queue], on_message=self._on_message, prefetch_count=self.prefetch,
+                    accept=["application/json"],
+                ):  # fmt: skip
+                    while not self.stopping:
+                        # TimeoutError (socket.timeout): nothing arrived within the second.
+                        with contextlib.suppress(TimeoutError):
+                            self.connection.drain_events(timeout=1)
+                        backoff = 0.0
+            except self.connection.connection_errors as exc:
+                backoff = min(max(backoff * 2, 0.5), 10.0)
+                logger.warning("stream %s: RabbitMQ unavailable (%s); retrying in %.1f s", self.stream, exc, backoff)
+                self.connection.close()
+                self._stop.wait(backoff)
+
+    def _deliveries(self, message: AmqpMessage, message_id: str) -> int:
+        header = (message.headers or {}).get("x-delivery-count")
+        if isinstance(header, int) and not isinstance(header, bool):
+            return header + 1
+        counted = self.seen.count_delivery(message_id)
+        return max(counted, 2) if message.delivery_info.get("redelivered") else counted
+
+    def _on_message(self, message: AmqpMessage) -> None:
+        entry = str(message.delivery_tag)
+        try:
+            if message.content_type != "application/json":
+                raise MalformedEntry(f"content type {message.content_type!r}, not application/json")
+            body = json.loads(message.body)
+            if not isinstance(body, dict):
+                raise MalformedEntry("body is not a JSON object")
+            event = event_from_fields(body, stream=self.stream, entry_id=entry, deliveries=1)
+        except (MalformedEntry, ValueError) as exc:
+            self._dead_letter(message, f"malformed message: {exc}", 1)
+            return
+        deliveries = self._deliveries(message, event.message_id)
+        if deliveries > self.max_deliveries:
+            self._dead_letter(message, f"delivered {deliveries - 1} times without an ack", deliveries)
+            return
+        if self.seen.seen(event.message_id):
+            message.ack()
+            return
+        try:
+            self.handler(
+                StreamEvent(**{**event.__dict__, "deliveries": deliveries})  # the count known only now
+            )
+        except Exception as exc:
+            error = _error_text(exc)
+            logger.warning(
+                "stream %s group %s: handler failed (delivery %d): %s", self.stream, self.group, deliveries, error
+            )
+            if deliveries >= self.max_deliveries:
+                self._dead_letter(message, error, deliveries)
+            else:
+                message.requeue()
+            return
+        self.seen.remember(event.message_id)
+        message.ack()
+
+    def _dead_letter(self, message: AmqpMessage, error: str, deliveries: int) -> None:
+        logger.error("stream %s group %s: message dead-lettered: %s", self.stream, self.group, error)
+        headers = {**(message.headers or {}), "x-error": error, "x-deliveries": deliveries}
+        properties = {k: v for k, v in message.properties.items() if k not in ("application_headers", "delivery_mode")}
+        Producer(message.channel).publish(
+            message.body,
+            exchange=self.dead_exchange,
+            routing_key=self.queue_name,
+            headers=headers,
+            delivery_mode=2,
+            content_type=message.content_type or "application/octet-stream",
+            content_encoding=message.content_encoding or "binary",
+            **{k: v for k, v in properties.items() if k in ("message_id", "correlation_id", "timestamp", "type")},
+        )
+        message.ack()
