@@ -37,8 +37,23 @@ class StreamedItem(Message):
     writer: int = 0
 
 
+# RabbitMQ for the RabbitMQ sink and consumer, whatever the suite's broker: TEST_STREAMS_RABBITMQ_URL,
+# else the suite's broker when it is RabbitMQ, else the local server's default vhost.
+_broker = os.environ.get("TEST_BROKER_URL", "")
+RABBITMQ_URL = os.environ.get(
+    "TEST_STREAMS_RABBITMQ_URL", _broker if _broker.startswith("amqp") else "amqp://guest:guest@127.0.0.1:5672//"
+)
+
+
 def streams_env(**overrides: str) -> dict[str, str]:
-    return process_env(EXTRA_INSTALLED_APPS=STREAMED_APPS, **overrides)
+    """A process environment with the streamed test app and the tests' stream brokers."""
+    env = {
+        "EXTRA_INSTALLED_APPS": STREAMED_APPS,
+        "STREAMS_REDIS_URL": os.environ["TEST_REDIS_URL"],
+        "STREAMS_RABBITMQ_URL": RABBITMQ_URL,
+        **overrides,
+    }
+    return process_env(**env)
 
 
 def fields(*, key: str = "k", payload: dict | None = None, message_id: str | None = None) -> dict[str, str]:

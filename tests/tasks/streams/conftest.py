@@ -7,13 +7,7 @@ import os
 import pytest
 
 from tasks.streams.sinks import sinks_reset
-
-# RabbitMQ for the RabbitMQ sink and consumer, whatever the suite's broker: TEST_STREAMS_RABBITMQ_URL,
-# else the suite's broker when it is RabbitMQ, else the local server's default vhost.
-_broker = os.environ.get("TEST_BROKER_URL", "")
-RABBITMQ_URL = os.environ.get(
-    "TEST_STREAMS_RABBITMQ_URL", _broker if _broker.startswith("amqp") else "amqp://guest:guest@127.0.0.1:5672//"
-)
+from tests.support.streams import RABBITMQ_URL
 
 
 @pytest.fixture(autouse=True)

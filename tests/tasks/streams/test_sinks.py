@@ -14,8 +14,7 @@ from tasks.streams.entries import exchange_name
 from tasks.streams.sequencing import stream_events_sequence
 from tasks.streams.sinks import RabbitMQSink, RedisStreamSink, StreamConflict, StreamSinkUnavailable
 from tasks.transaction import register_event
-from tests.support.streams import STREAM, StreamedItem
-from tests.tasks.streams.conftest import RABBITMQ_URL
+from tests.support.streams import RABBITMQ_URL, STREAM, StreamedItem
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -1,0 +1,73 @@
+"""The relay's streams pass under faults: every committed event in its stream once, in commit order
+per key, while the relay is killed with kill -9 and the stream's Redis restarts."""
+
+import json
+import time
+from collections import defaultdict
+
+import pytest
+import redis
+
+from tasks.models import Outbox, StreamEntry
+from tests.support.processes import DurableRedisServer, Relay
+from tests.support.streams import STREAM, StreamedItem, Writer, streams_env
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+EVENTS = 10_000
+WRITERS = 4
+KEYS = 40
+
+
+def appended() -> int:
+    return StreamEntry.objects.filter(appended_at__isnull=False).count()
+
+
+@pytest.mark.slow
+def test_every_event_is_appended_once_in_commit_order_per_key_when_the_relay_is_killed_and_redis_restarts(
+    redis_client, tmp_path
+):
+    stream_redis = DurableRedisServer(tmp_path / "stream-redis").start()
+    env = streams_env(STREAMS_REDIS_URL=stream_redis.url, OUTBOX_RELAY_INTERVAL="0.1", STREAMS_BATCH="200")
+    writers = [Writer(w, EVENTS // WRITERS, KEYS) for w in range(WRITERS)]
+    relay = Relay(env=env).start()
+    started = time.monotonic()
+    try:
+        for writer in writers:
+            writer.start()
+        # Three kill -9s of the relay while the writers commit, each after it appended more; the
+        # stream's Redis restarts between the second kill and the next relay.
+        for kill in range(3):
+            floor = appended()
+            wait_until(lambda floor=floor: appended() > floor + 300, timeout=60, message=relay.log)
+            relay.kill()
+            if kill == 1:
+                stream_redis.restart()
+            relay = Relay(env=env).start()
+        for writer in writers:
+            assert writer.proc.wait(timeout=120) == 0, writer.log()
+        wait_until(lambda: appended() == EVENTS, timeout=120, message=relay.log)
+    finally:
+        relay.stop(timeout=10)
+        for writer in writers:
+            writer.stop(timeout=5)
+    elapsed = time.monotonic() - started
+
+    client = redis.Redis.from_url(stream_redis.url)
+    try:
+        entries = client.xrange(STREAM)
+    finally:
+        client.close()
+        stream_redis.stop()
+    ids = [fields[b"message_id"].decode() for _, fields in entries]
+    assert len(ids) == len(set(ids)) == EVENTS, f"{len(ids)} entries, {len(set(ids))} distinct"
+    committed = Outbox.objects.filter(message_type=StreamedItem.message_name).values_list("message_id", flat=True)
+    assert set(ids) == {str(m) for m in committed}
+    ns_per_key = defaultdict(list)
+    for _, fields in entries:
+        ns_per_key[fields[b"key"].decode()].append(json.loads(fields[b"payload"])["n"])
+    assert len(ns_per_key) == KEYS
+    for key, ns in ns_per_key.items():
+        assert ns == sorted(ns) and len(set(ns)) == len(ns), f"{key} out of commit order"
+    print(f"{EVENTS} events through 3 relay kills and a Redis restart in {elapsed:.1f}s")
