@@ -75,7 +75,18 @@ def record_handled(event) -> None:
     time.sleep(float(event.payload.get("sleep", 0)))
     if event.payload.get("poison"):
         raise ValueError(f"poison {event.message_id}")
-    client.rpush(HANDLED_KEY, json.dumps({"message_id": event.message_id, "pid": os.getpid(), "at": time.time()}))
+    client.rpush(
+        HANDLED_KEY,
+        json.dumps(
+            {
+                "message_id": event.message_id,
+                "key": event.key,
+                "n": event.payload.get("n"),
+                "pid": os.getpid(),
+                "at": time.time(),
+            }
+        ),
+    )
 
 
 def handled(client: redis.Redis) -> list[dict]:

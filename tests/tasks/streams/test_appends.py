@@ -3,14 +3,25 @@ per key, while the relay is killed with kill -9 and the stream's Redis restarts.
 
 import json
 import time
+import uuid
 from collections import defaultdict
 
 import pytest
 import redis
+from kombu import Connection
 
 from tasks.models import Outbox, StreamEntry
+from tasks.streams.consumer import RabbitMQConsumer
 from tests.support.processes import DurableRedisServer, Relay
-from tests.support.streams import STREAM, StreamedItem, Writer, streams_env
+from tests.support.streams import (
+    RABBITMQ_URL,
+    STREAM,
+    StreamConsumer,
+    StreamedItem,
+    Writer,
+    handled,
+    streams_env,
+)
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -71,3 +82,37 @@ def test_every_event_is_appended_once_in_commit_order_per_key_when_the_relay_is_
     for key, ns in ns_per_key.items():
         assert ns == sorted(ns) and len(set(ns)) == len(ns), f"{key} out of commit order"
     print(f"{EVENTS} events through 3 relay kills and a Redis restart in {elapsed:.1f}s")
+
+
+@pytest.mark.slow
+def test_the_relay_appends_to_rabbitmq_and_a_consumer_receives_every_event_in_commit_order_per_key(redis_client):
+    group = f"g{uuid.uuid4().hex[:8]}"
+    # One consumer with prefetch 1: the queue's order is the order it handles.
+    consumer = StreamConsumer(stream=STREAM, group=group, args=("--sink", "rabbitmq", "--batch", "1"))
+    probe = RabbitMQConsumer(RABBITMQ_URL, stream=STREAM, group=group, handler=print)
+    relay = Relay(env=streams_env(STREAMS_SINKS=f"{STREAM}=rabbitmq", OUTBOX_RELAY_INTERVAL="0.1"))
+    writers = [Writer(w, 250, 10) for w in range(2)]
+    consumer.start()  # its queue exists before the first append
+    relay.start()
+    try:
+        for writer in writers:
+            writer.start()
+        for writer in writers:
+            assert writer.proc.wait(timeout=60) == 0, writer.log()
+        wait_until(lambda: len({r["message_id"] for r in handled(redis_client)}) >= 500, timeout=60, message=relay.log)
+    finally:
+        relay.stop(timeout=10)
+        consumer.stop(timeout=10)
+        with Connection(RABBITMQ_URL, connect_timeout=5) as conn:
+            for queue in (probe.queue, probe.dead_letter_queue):
+                queue.bind(conn.default_channel).delete()
+            probe.dead_exchange.bind(conn.default_channel).delete()
+
+    rows = handled(redis_client)
+    committed = Outbox.objects.filter(message_type=StreamedItem.message_name).values_list("message_id", flat=True)
+    assert [r["message_id"] for r in rows] == list(dict.fromkeys(r["message_id"] for r in rows))
+    assert {r["message_id"] for r in rows} == {str(m) for m in committed}
+    ns_per_key = defaultdict(list)
+    for row in rows:
+        ns_per_key[row["key"]].append(row["n"])
+    assert all(ns == sorted(ns) for ns in ns_per_key.values())
