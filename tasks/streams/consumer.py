@@ -241,14 +241,18 @@ class RedisStreamConsumer(_Loop):
             logger.warning("stream %s: %d pending entries were trimmed before handled", self.stream, len(deleted[0]))
         if not entries:
             return []
+        # Each claimed entry's delivery count, in one round trip (XAUTOCLAIM has just raised it).
+        pipe = self.client.pipeline(transaction=False)
+        for entry_id, _ in entries:
+            pipe.xpending_range(self.stream, self.group, min=entry_id, max=entry_id, count=1)
+        mine = self.consumer.encode()
         counts = {
-            row["message_id"]: row["times_delivered"]
-            for row in self.client.xpending_range(
-                self.stream, self.group, min=entries[0][0], max=entries[-1][0], count=len(entries) * 4 + 16,
-                consumername=self.consumer,
-            )
-        }  # fmt: skip
-        return [(entry_id, fields, counts.get(entry_id, self.max_deliveries + 1)) for entry_id, fields in entries]
+            rows[0]["message_id"]: rows[0]["times_delivered"]
+            for rows in pipe.execute()
+            if rows and rows[0]["consumer"] in (mine, self.consumer)
+        }
+        # An entry no longer pending in this consumer's name (another claimed or acked it since) is not ours.
+        return [(entry_id, fields, counts[entry_id]) for entry_id, fields in entries if entry_id in counts]
 
     def _handle(self, entry_id: Any, fields: Mapping[Any, Any] | None, deliveries: int) -> int:
         event = self._admit(entry_id, fields, deliveries)
@@ -389,7 +393,8 @@ class RabbitMQConsumer(_Loop):
             self.dead_letter_queue.bind(channel).declare()
 
     def run(self) -> None:
-        """Consume until ``stop()``; a lost connection is retried with backoff."""
+        """Consume until ``stop()``; a lost connection is retried with backoff. Closes the connection
+        when it returns, so the broker requeues the prefetched messages not acknowledged."""
         backoff = 0.0
         while not self.stopping:
             try:
@@ -408,6 +413,7 @@ class RabbitMQConsumer(_Loop):
                 logger.warning("stream %s: RabbitMQ unavailable (%s); retrying in %.1f s", self.stream, exc, backoff)
                 self.connection.close()
                 self._stop.wait(backoff)
+        self.connection.close()
 
     def _deliveries(self, message: AmqpMessage, message_id: str) -> int:
         header = (message.headers or {}).get("x-delivery-count")
