@@ -139,6 +139,7 @@ def _move_cursor(ready_id: int | None) -> None:
     the candidate; then record a new candidate unless one is waiting for its writers."""
     with transaction.atomic():
         cursor = StreamCursor.objects.select_for_update().get(name=CURSOR_NAME)
+        before = (cursor.outbox_id, cursor.candidate_id)
         if ready_id is not None and cursor.candidate_id == ready_id > cursor.outbox_id:
             cursor.outbox_id = ready_id
         if cursor.candidate_id <= cursor.outbox_id:
@@ -148,7 +149,8 @@ def _move_cursor(ready_id: int | None) -> None:
             if newest > cursor.outbox_id:
                 cursor.candidate_id = newest
                 cursor.candidate_writers = _open_writers()
-        cursor.save(update_fields=["outbox_id", "candidate_id", "candidate_writers"])
+        if (cursor.outbox_id, cursor.candidate_id) != before:
+            cursor.save(update_fields=["outbox_id", "candidate_id", "candidate_writers"])
 
 
 def _open_writers() -> list[str]:

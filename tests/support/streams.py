@@ -51,6 +51,7 @@ def streams_env(**overrides: str) -> dict[str, str]:
         "EXTRA_INSTALLED_APPS": STREAMED_APPS,
         "STREAMS_REDIS_URL": os.environ["TEST_REDIS_URL"],
         "STREAMS_RABBITMQ_URL": RABBITMQ_URL,
+        "STREAMS_DEFAULT_SINK": "redis",
         **overrides,
     }
     return process_env(**env)
