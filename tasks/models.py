@@ -262,6 +262,10 @@ class StreamEntry(models.Model):
                 name="stream_unappended_idx",
             ),
             models.Index(fields=["outbox_id"], name="stream_entry_outbox_idx"),
+            # Pruning walks appended rows oldest first.
+            models.Index(
+                fields=["appended_at"], condition=models.Q(appended_at__isnull=False), name="stream_appended_idx"
+            ),
         ]
 
     def __str__(self) -> str:

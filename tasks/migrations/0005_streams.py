@@ -47,6 +47,7 @@ class Migration(migrations.Migration):
                 "indexes": [
                     models.Index(condition=models.Q(("appended_at__isnull", True)), fields=["stream", "position"], name="stream_unappended_idx"),
                     models.Index(fields=["outbox_id"], name="stream_entry_outbox_idx"),
+                    models.Index(condition=models.Q(("appended_at__isnull", False)), fields=["appended_at"], name="stream_appended_idx"),
                 ],
                 "constraints": [models.UniqueConstraint(fields=("stream", "position"), name="stream_entry_position_once")],
             },

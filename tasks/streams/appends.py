@@ -11,6 +11,7 @@ raises ``StreamSinkUnavailable`` and the relay's pass backs off; the entries wai
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
 
 from django.conf import settings
@@ -24,6 +25,9 @@ from tasks.streams.sinks import StreamSinkUnavailable, sink_for
 logger = logging.getLogger(__name__)
 
 PRUNE_BATCH_SIZE = 5000
+# Seconds between two prunes by one relay: a batch a minute outpaces any real event rate.
+PRUNE_INTERVAL = 60.0
+_pruned_at = -PRUNE_INTERVAL
 
 
 def stream_entries_append(*, batch_size: int | None = None) -> int:
@@ -76,7 +80,7 @@ def stream_entries_prune(*, batch_size: int = PRUNE_BATCH_SIZE) -> int:
     below = stream_cursor().outbox_id
     pks = list(
         StreamEntry.objects.filter(appended_at__lt=cutoff, outbox_id__lte=below)
-        .order_by("pk")
+        .order_by("appended_at")
         .values_list("pk", flat=True)[:batch_size]
     )
     return StreamEntry.objects.filter(pk__in=pks).delete()[0] if pks else 0
@@ -88,8 +92,11 @@ def stream_relay_pass() -> int:
 
     Sequencing never waits on a sink, so entries get their places during a sink outage too.
     """
+    global _pruned_at  # noqa: PLW0603 (one relay process, one clock)
     stream_events_sequence()
-    stream_entries_prune()
+    if time.monotonic() - _pruned_at >= PRUNE_INTERVAL:
+        stream_entries_prune()
+        _pruned_at = time.monotonic()
     return stream_entries_append()
 
 

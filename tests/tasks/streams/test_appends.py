@@ -5,13 +5,18 @@ import json
 import time
 import uuid
 from collections import defaultdict
+from datetime import timedelta
 
 import pytest
 import redis
+from django.utils import timezone
 from kombu import Connection
 
 from tasks.models import Outbox, StreamEntry
+from tasks.streams.appends import stream_entries_prune, stream_relay_pass
 from tasks.streams.consumer import RabbitMQConsumer
+from tasks.streams.sequencing import stream_events_sequence
+from tasks.transaction import register_event
 from tests.support.processes import DurableRedisServer, Relay
 from tests.support.streams import (
     RABBITMQ_URL,
@@ -116,3 +121,20 @@ def test_the_relay_appends_to_rabbitmq_and_a_consumer_receives_every_event_in_co
     for row in rows:
         ns_per_key[row["key"]].append(row["n"])
     assert all(ns == sorted(ns) for ns in ns_per_key.values())
+
+
+def test_pruning_deletes_old_appended_entries_the_cursor_has_passed_and_keeps_the_rest(redis_client, settings):
+    settings.STREAMS_ENTRY_RETENTION_DAYS = 1
+    for n in range(4):
+        register_event(StreamedItem(item_key="k", n=n))
+    stream_relay_pass()
+    stream_events_sequence()  # the cursor passes the rows
+    entries = list(StreamEntry.objects.order_by("position"))
+    old = timezone.now() - timedelta(days=2)
+    StreamEntry.objects.filter(pk__in=[e.pk for e in entries[:2]]).update(appended_at=old)
+    StreamEntry.objects.filter(pk=entries[2].pk).update(appended_at=None)  # not appended yet: kept
+    StreamEntry.objects.filter(pk=entries[3].pk).update(appended_at=old, outbox_id=10**12)  # above the cursor
+
+    assert stream_entries_prune() == 2
+
+    assert list(StreamEntry.objects.order_by("position").values_list("position", flat=True)) == [3, 4]
