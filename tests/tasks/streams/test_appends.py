@@ -6,6 +6,7 @@ import time
 import uuid
 from collections import defaultdict
 from datetime import timedelta
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
@@ -17,6 +18,7 @@ from tasks.streams.appends import stream_entries_prune, stream_relay_pass
 from tasks.streams.consumer import RabbitMQConsumer
 from tasks.streams.sequencing import stream_events_sequence
 from tasks.transaction import register_event
+from tests.support.outage import TcpProxy
 from tests.support.processes import DurableRedisServer, Relay
 from tests.support.streams import (
     RABBITMQ_URL,
@@ -90,24 +92,42 @@ def test_every_event_is_appended_once_in_commit_order_per_key_when_the_relay_is_
 
 
 @pytest.mark.slow
-def test_the_relay_appends_to_rabbitmq_and_a_consumer_receives_every_event_in_commit_order_per_key(redis_client):
+def test_the_relay_appends_to_rabbitmq_through_an_outage_and_a_kill_and_a_consumer_gets_each_event_once_in_order(
+    redis_client,
+):
     group = f"g{uuid.uuid4().hex[:8]}"
     # One consumer with prefetch 1: the queue's order is the order it handles.
     consumer = StreamConsumer(stream=STREAM, group=group, args=("--sink", "rabbitmq", "--batch", "1"))
     probe = RabbitMQConsumer(RABBITMQ_URL, stream=STREAM, group=group, handler=print)
-    relay = Relay(env=streams_env(STREAMS_SINKS=f"{STREAM}=rabbitmq", OUTBOX_RELAY_INTERVAL="0.1"))
-    writers = [Writer(w, 250, 10) for w in range(2)]
+    # The relay reaches RabbitMQ through a proxy the test stops: an outage only the relay sees.
+    parts = urlsplit(RABBITMQ_URL)
+    proxy = TcpProxy(parts.hostname, parts.port or 5672).start()
+    relay_url = urlunsplit(parts._replace(netloc=f"{parts.netloc.rpartition('@')[0]}@127.0.0.1:{proxy.port}"))
+    env = streams_env(STREAMS_SINKS=f"{STREAM}=rabbitmq", STREAMS_RABBITMQ_URL=relay_url, OUTBOX_RELAY_INTERVAL="0.1")
+    writers = [Writer(w, 500, 10) for w in range(2)]
     consumer.start()  # its queue exists before the first append
-    relay.start()
+    relay = Relay(env=env).start()
+
+    def got() -> int:
+        return len({r["message_id"] for r in handled(redis_client)})
+
     try:
         for writer in writers:
             writer.start()
+        wait_until(lambda: got() >= 150, timeout=60, message=relay.log)
+        proxy.stop(timeout=5)
+        time.sleep(2)
+        proxy.start()
+        wait_until(lambda: got() >= 400, timeout=60, message=relay.log)
+        relay.kill()
+        relay = Relay(env=env).start()
         for writer in writers:
             assert writer.proc.wait(timeout=60) == 0, writer.log()
-        wait_until(lambda: len({r["message_id"] for r in handled(redis_client)}) >= 500, timeout=60, message=relay.log)
+        wait_until(lambda: got() >= 1000, timeout=90, message=relay.log)
     finally:
         relay.stop(timeout=10)
         consumer.stop(timeout=10)
+        proxy.stop(timeout=5)
         with Connection(RABBITMQ_URL, connect_timeout=5) as conn:
             for queue in (probe.queue, probe.dead_letter_queue):
                 queue.bind(conn.default_channel).delete()
