@@ -5,43 +5,43 @@ from dataclasses import dataclass
 from tasks.messages import Message
 
 
-class ComponentEvent(Message):
-    """What happens to a component, for other services too: the relay appends every committed one
-    to the ``marketplace.components`` stream, in commit order per component (README "Consuming
-    events from another service")."""
+class ComponentStream:
+    """What happens to a component, for other services too: the relay appends every committed
+    event of these classes to the ``marketplace.components`` stream, in commit order per
+    component (README "Consuming events from another service"). A mixin, not an event."""
 
     stream = "marketplace.components"
     stream_key = "component_id"
 
 
 @dataclass(frozen=True)
-class ComponentUploaded(ComponentEvent):
+class ComponentUploaded(ComponentStream, Message):
     component_id: int
     author_id: int
 
 
 @dataclass(frozen=True)
-class ComponentPublished(ComponentEvent):
+class ComponentPublished(ComponentStream, Message):
     component_id: int
     author_id: int
     version: str
 
 
 @dataclass(frozen=True)
-class ComponentRejected(ComponentEvent):
+class ComponentRejected(ComponentStream, Message):
     component_id: int
     author_id: int
     reason: str
 
 
 @dataclass(frozen=True)
-class ComponentDeleted(ComponentEvent):
+class ComponentDeleted(ComponentStream, Message):
     component_id: int
     author_id: int
 
 
 @dataclass(frozen=True)
-class ComponentRated(ComponentEvent):
+class ComponentRated(ComponentStream, Message):
     component_id: int
     author_id: int
     user_id: int
@@ -49,7 +49,7 @@ class ComponentRated(ComponentEvent):
 
 
 @dataclass(frozen=True)
-class ComponentDownloaded(ComponentEvent):
+class ComponentDownloaded(ComponentStream, Message):
     component_id: int
     user_id: int | None = None
 
