@@ -240,6 +240,12 @@ WORKER_SHUTDOWN_GRACE = env.float("WORKER_SHUTDOWN_GRACE", default=20.0)
 OUTBOX_RELAY_GRACE = env.float("OUTBOX_RELAY_GRACE", default=5.0)
 OUTBOX_RELAY_BATCH = env.int("OUTBOX_RELAY_BATCH", default=500)
 OUTBOX_RELAY_INTERVAL = env.float("OUTBOX_RELAY_INTERVAL", default=1.0)
+# The per-process publisher (tasks/messaging/publisher.py): how many deliveries it may hold
+# before commits go straight to the relay, how long it stops trying after a failed send, and
+# how long an exiting process waits for it.
+OUTBOX_PUBLISHER_QUEUE_LIMIT = env.int("OUTBOX_PUBLISHER_QUEUE_LIMIT", default=10_000)
+OUTBOX_PUBLISHER_BACKOFF_MAX = env.float("OUTBOX_PUBLISHER_BACKOFF_MAX", default=5.0)
+OUTBOX_PUBLISHER_EXIT_WAIT = env.float("OUTBOX_PUBLISHER_EXIT_WAIT", default=5.0)
 # Sent outbox rows are kept this many days, then deleted by the prune_sent_outbox job.
 OUTBOX_RETENTION_DAYS = env.int("OUTBOX_RETENTION_DAYS", default=7)
 

@@ -16,10 +16,12 @@ class TasksConfig(AppConfig):
         # Imported here, not at the top: these modules import models, which Django allows only
         # once the app registry is ready.
         from tasks import tasks  # noqa: PLC0415
+        from tasks.messaging import publisher  # noqa: PLC0415
         from tasks.monitoring import health  # noqa: PLC0415
         from tasks.scheduling import history  # noqa: PLC0415
 
         history.connect()
+        publisher.connect()
         publish_timestamps.connect()
         task_metrics.connect()
         worker_connections.connect()

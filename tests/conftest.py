@@ -10,6 +10,7 @@ import pytest
 import redis as redis_lib
 
 from tests.support.processes import CeleryWorker
+from tests.support.publisher import publisher_reset
 
 
 @pytest.fixture
@@ -28,6 +29,14 @@ def celery_worker_process(transactional_db, redis_client) -> Iterator[CeleryWork
     worker.start()
     yield worker
     worker.stop()
+
+
+@pytest.fixture(autouse=True)
+def fresh_publisher() -> Iterator[None]:
+    """What a test's commits handed the publisher thread is sent before the next test starts,
+    and each test starts with a new publisher."""
+    yield
+    publisher_reset()
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from typing import Protocol, runtime_checkable
 
 from tasks.messages import Message
-from tasks.messaging.deliveries import deliveries_publish, deliveries_record_and_publish
+from tasks.messaging.publisher import deliveries_record_and_publish, outbox_mark_sent, publisher_submit
 from tasks.messaging.subscriptions import (
     Handler,
     Predicate,
@@ -57,7 +57,7 @@ class RecordingBroker(Broker, Protocol):
 
     def async_plan(self, message: Message) -> list[Subscription]: ...
 
-    def publish_recorded(self, message: Message, deliveries: list[Delivery]) -> None: ...
+    def publish_recorded(self, message: Message, deliveries: list[Delivery], outbox_id: int) -> None: ...
 
 
 class _LocalBroker(SubscriptionRegistry, abc.ABC):
@@ -71,19 +71,21 @@ class _LocalBroker(SubscriptionRegistry, abc.ABC):
         """None: this broker records no deliveries."""
         return []
 
-    def publish_recorded(self, message: Message, deliveries: list[Delivery]) -> None:
-        """Publish a committed event as any other."""
+    def publish_recorded(self, message: Message, deliveries: list[Delivery], outbox_id: int) -> None:
+        """Publish a committed event as any other, and mark its outbox row sent."""
         self.publish(message)
+        outbox_mark_sent(outbox_ids=[outbox_id])
 
 
 class MemoryBroker(SubscriptionRegistry):
     """The production broker: sync handlers in process, async handlers as Celery tasks."""
 
     def publish(self, message: Message) -> None:
-        """Run sync handlers, then send one delivery task per wanted async handler.
+        """Run sync handlers, then send one delivery task per wanted async handler (after the
+        commit, from the publisher thread, inside a transaction; at once outside one).
 
-        A broker outage raises ``DispatchError`` after the deliveries were recorded, so the
-        sweeper re-sends them once the broker is back.
+        Outside a transaction a broker outage raises ``DispatchError`` after the deliveries were
+        recorded, so the sweeper re-sends them once the broker is back.
         """
         self.publish_many([message])
 
@@ -97,11 +99,11 @@ class MemoryBroker(SubscriptionRegistry):
         """The async subscriptions that want this message (register_event and the relay)."""
         return self.async_wanted(message)
 
-    def publish_recorded(self, message: Message, deliveries: list[Delivery]) -> None:
-        """Sync handlers, then the already recorded deliveries: no database work left."""
+    def publish_recorded(self, message: Message, deliveries: list[Delivery], outbox_id: int) -> None:
+        """Sync handlers, then the already recorded deliveries to this process's publisher,
+        which sends them and marks the outbox row: the commit never waits on the broker."""
         self.run_sync(message)
-        if deliveries:
-            deliveries_publish(deliveries)
+        publisher_submit(outbox_id=outbox_id, deliveries=deliveries)
 
 
 class NullBroker(_LocalBroker):

@@ -10,7 +10,6 @@ known, and the sweeper (``tasks.reliability.sweeper``) sends it again. Handlers 
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
 import uuid
@@ -18,7 +17,6 @@ from collections.abc import Iterable
 
 from celery import current_app
 from celery.exceptions import CeleryError
-from django.db import transaction
 from django.utils import timezone
 from kombu import Producer
 from kombu import exceptions as kombu_exceptions
@@ -121,30 +119,6 @@ def deliveries_insert(rows: list[Delivery]) -> None:
     """Insert unsaved Delivery rows; a key recorded already keeps its first record."""
     if rows:
         Delivery.objects.bulk_create(rows, ignore_conflicts=True)
-
-
-def deliveries_record_and_publish(plan: Iterable[tuple[Message, Subscription]]) -> int:
-    """Record and publish one delivery task per (message, subscription); return how many.
-
-    The records commit before the tasks are published, so a worker always finds its row;
-    inside a transaction the publishing waits for the commit. Raises DispatchError when the
-    broker refuses; the rows stay pending and the sweeper sends them again.
-    """
-    rows = deliveries_record(plan)
-    if not rows:
-        return 0
-    connection = transaction.get_connection()
-    if connection.in_atomic_block:
-        transaction.on_commit(functools.partial(_publish_logging_errors, rows))
-    else:
-        deliveries_publish(rows)
-    return len(rows)
-
-
-def _publish_logging_errors(rows: list[Delivery]) -> None:
-    # Logged in deliveries_publish; the sweeper re-sends the pending rows.
-    with contextlib.suppress(DispatchError):
-        deliveries_publish(rows)
 
 
 def deliveries_publish(rows: Iterable[Delivery]) -> None:

@@ -1,9 +1,12 @@
 """Outbox rows: events written in the business transaction, published after it commits.
 
-``register_event`` writes an Outbox row in the current transaction and publishes the message
-after commit (sync handlers, then async deliveries), marking the row sent. On rollback,
-including a rolled-back savepoint, the row and the publish vanish with it. A broker outage
-at commit is logged, never raised: the row stays unsent and the relay sends it later.
+``register_event`` writes an Outbox row in the current transaction. After commit the message's
+sync handlers run and its async deliveries go to the process's publisher thread
+(``tasks.messaging.publisher``), which sends them and marks the row sent: the event is durable
+when the commit returns, and on the broker a few milliseconds later while the broker is up. On
+rollback, including a rolled-back savepoint, the row and the publish vanish with it. What the
+publisher cannot send (a broker down or hanging, a process that dies) waits in the outbox for
+the relay.
 """
 
 from __future__ import annotations
@@ -12,12 +15,11 @@ import functools
 import logging
 
 from django.db import transaction
-from django.utils import timezone
 
 from tasks.messages import Message
 from tasks.messaging.brokers import RecordingBroker, get_recording_broker
 from tasks.messaging.deliveries import DispatchError, deliveries_plan, deliveries_to_send
-from tasks.messaging.round_trips import execute_with_async_commit, insert_together
+from tasks.messaging.round_trips import insert_together
 from tasks.models import Delivery, Outbox
 
 logger = logging.getLogger(__name__)
@@ -27,8 +29,8 @@ def register_event(message: Message) -> None:
     """Record ``message`` in the outbox now; publish it after the transaction commits.
 
     Its async deliveries are recorded in the same transaction, so after commit only the broker
-    is asked. Outside a transaction it acts as a one-statement transaction: it commits and
-    publishes at once.
+    is asked, by the publisher thread. Outside a transaction it acts as a one-statement
+    transaction: it commits and hands the event to the publisher at once.
     """
     if not isinstance(message, Message):
         raise TypeError(f"register_event takes a Message, not {type(message).__name__}")
@@ -48,24 +50,11 @@ def register_event(message: Message) -> None:
 def outbox_publish_after_commit(
     outbox_id: int, message: Message, deliveries: list[Delivery], broker: RecordingBroker
 ) -> None:
-    """Publish one committed event and mark its outbox row sent; never raises."""
+    """Publish one committed event (its row is marked sent once it is on the broker); never
+    raises: what fails waits in the outbox for the relay."""
     try:
-        broker.publish_recorded(message, deliveries)
+        broker.publish_recorded(message, deliveries, outbox_id)
     except DispatchError:
-        # Already logged; the event waits in the outbox for the relay.
-        return
+        return  # already logged
     except Exception:
         logger.exception("publishing after commit failed", extra={"message_id": str(message.message_id)})
-        return
-    outbox_mark_sent(outbox_ids=[outbox_id])
-
-
-def outbox_mark_sent(*, outbox_ids: list[int]) -> None:
-    """Mark rows sent, without waiting for the disk: a mark lost in a crash only makes the
-    relay send the event again, which idempotent deliveries absorb."""
-    if not outbox_ids:
-        return  # "IN ()" is not SQL
-    execute_with_async_commit(
-        f"UPDATE {Outbox._meta.db_table} SET sent_at = %s WHERE id IN ({', '.join(['%s'] * len(outbox_ids))})",  # noqa: S608 (table from the model, values bound)
-        [timezone.now(), *outbox_ids],
-    )

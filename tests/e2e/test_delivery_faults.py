@@ -17,6 +17,7 @@ from django.db.models import Count
 from django.urls import reverse
 from django_celery_results.models import TaskResult
 
+from tasks.messaging.publisher import publisher_flush
 from tasks.models import DeadLetter, Delivery, Outbox
 from tasks.reliability.deliver import deliver
 from tasks.transaction import register_event
@@ -32,10 +33,12 @@ TOTAL = 1000
 
 
 def _register(count: int, *, prefix: str = "k", per_transaction: int = 100, **fields) -> None:
+    """Commit ``count`` events; return once this process's publisher has sent (or given up) them."""
     for start in range(0, count, per_transaction):
         with transaction.atomic():
             for i in range(start, min(start + per_transaction, count)):
                 register_event(LedgerEvent(key=f"{prefix}{i}", **fields))
+    publisher_flush(30)
 
 
 def _lost_and_doubled(expected: int) -> tuple[int, int]:

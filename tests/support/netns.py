@@ -71,6 +71,10 @@ class NetnsHost:
         end is told (no FIN, no RST), as when a host loses its network."""
         _ip("link", "set", self.host_veth, "down", namespace=self.name)
 
+    def restore(self) -> None:
+        """Bring the link back up: the network returns (its /30 route comes back with it)."""
+        _ip("link", "set", self.host_veth, "up", namespace=self.name)
+
 
 def _free_subnet() -> ipaddress.IPv4Network:
     # Random, and overlapping no address or route this machine has (another test run's pair).
@@ -193,9 +197,11 @@ class PrivateRedis(ManagedProcess):
 
     ready_marker = "Ready to accept connections"
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, *, port: int | None = None) -> None:
         self.address = address
-        self.port = free_port_on(address)
+        # An address inside a namespace cannot be bound from here; a new namespace has every
+        # port free, so the caller names one.
+        self.port = port or free_port_on(address)
         binary = shutil.which("redis-server") or "redis-server"
         # Reachable only on the test's private /30, so protected mode (loopback only) is off.
         args = [binary, "--bind", address, "--port", str(self.port), "--save", "", "--appendonly", "no"]

@@ -7,12 +7,16 @@ import json
 
 import redis as redis_lib
 
+from tasks.messaging.publisher import publisher_flush
+
 
 def queued_messages(redis_client: redis_lib.Redis, queue: str) -> list[dict]:
-    """The task messages waiting in ``queue``, oldest first (kombu LPUSHes, a worker BRPOPs).
+    """The task messages waiting in ``queue``, oldest first (kombu LPUSHes, a worker BRPOPs),
+    once this process's publisher thread has sent what its commits handed it.
 
     Each is a dict with the task ``name``, its ``id``, ``args``, ``kwargs``, ``argsrepr`` and ``headers``.
     """
+    publisher_flush(10)
     messages = []
     for raw in reversed(redis_client.lrange(queue, 0, -1)):
         envelope = json.loads(raw)

@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass
 
 import pytest
-from django.db import connection, transaction
+from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -24,7 +24,6 @@ from tasks.messaging.deliveries import (
     deliveries_build,
     deliveries_publish,
     deliveries_record,
-    deliveries_record_and_publish,
 )
 from tasks.messaging.subscriptions import Subscription
 from tasks.models import Delivery
@@ -128,59 +127,6 @@ def test_the_first_record_wins_when_a_delivery_is_recorded_twice():
     assert again.task_id != first.task_id
     kept = Delivery.objects.get()
     assert (kept.task_id, kept.queue, kept.status) == (first.task_id, "default", Delivery.Status.DONE)
-
-
-# --- deliveries_record_and_publish ----------------------------------------------------------------------
-
-
-@pytest.mark.django_db(transaction=True)
-def test_deliveries_are_published_only_after_commit_when_recorded_inside_a_transaction(redis_client):
-    message = ItemStored(item_id=1)
-    with transaction.atomic():
-        count = deliveries_record_and_publish(
-            [(message, subscription(index_item, "low")), (message, subscription(notify_owner))]
-        )
-        assert count == 2
-        assert queued_task_ids(redis_client) == []
-
-    rows = {row.task_id: row for row in Delivery.objects.all()}
-    assert sorted(queued_task_ids(redis_client)) == sorted(rows)
-
-
-@pytest.mark.django_db(transaction=True)
-def test_nothing_is_published_or_kept_when_the_transaction_rolls_back(redis_client):
-    with pytest.raises(LookupError), transaction.atomic():
-        deliveries_record_and_publish([(ItemStored(item_id=1), subscription(index_item))])
-        raise LookupError
-    assert queued_task_ids(redis_client) == []
-    assert not Delivery.objects.exists()
-
-
-@pytest.mark.django_db(transaction=True)
-def test_deliveries_are_published_at_once_when_recorded_outside_a_transaction(redis_client):
-    assert deliveries_record_and_publish([(ItemStored(item_id=1), subscription(index_item, "high"))]) == 1
-    assert queued_task_ids(redis_client) == [Delivery.objects.get().task_id]
-
-
-@pytest.mark.django_db(transaction=True)
-def test_nothing_is_recorded_or_published_when_no_subscription_wants_the_message(redis_client):
-    assert deliveries_record_and_publish([]) == 0
-    assert queued_task_ids(redis_client) == []
-
-
-@pytest.mark.django_db(transaction=True)
-def test_the_commit_succeeds_and_the_rows_stay_pending_when_the_broker_is_down_at_commit(redis_client):
-    with broker_down(), transaction.atomic():
-        deliveries_record_and_publish([(ItemStored(item_id=1), subscription(index_item))])
-    assert Delivery.objects.get().status == Delivery.Status.PENDING  # for the sweeper
-    assert queued_task_ids(redis_client) == []
-
-
-@pytest.mark.django_db(transaction=True)
-def test_dispatch_error_is_raised_after_recording_when_the_broker_is_down_outside_a_transaction(redis_client):
-    with broker_down(), pytest.raises(DispatchError):
-        deliveries_record_and_publish([(ItemStored(item_id=1), subscription(index_item))])
-    assert Delivery.objects.get().status == Delivery.Status.PENDING
 
 
 # --- deliveries_publish ---------------------------------------------------------------------------------

@@ -14,7 +14,8 @@ from django.test.utils import CaptureQueriesContext
 
 from tasks.bus import MemoryBroker, NullBroker, TestBroker, override_message_broker
 from tasks.messages import Message
-from tasks.messaging.outbox import outbox_mark_sent, outbox_publish_after_commit
+from tasks.messaging.outbox import outbox_publish_after_commit
+from tasks.messaging.publisher import outbox_mark_sent, publisher_flush
 from tasks.models import Delivery, Outbox
 from tasks.transaction import register_event, transactional
 from tests.support.broker import broker_down
@@ -259,6 +260,7 @@ def test_after_commit_async_deliveries_reach_the_queue_and_the_row_is_marked_sen
     with override_message_broker(broker):
         transactional(register_event)(message)
     assert seen == [message]
+    assert publisher_flush(5)
     assert redis_client.llen("default") == 1
     delivery = Delivery.objects.get()
     assert (delivery.message_id, delivery.handler) == (message.message_id, f"{MODULE}.async_noop")

@@ -17,8 +17,8 @@ from django.utils import timezone
 
 from tasks.bus import MemoryBroker, override_message_broker
 from tasks.messages import Message
-from tasks.messaging import brokers
 from tasks.messaging import deliveries as dispatch
+from tasks.messaging import publisher
 from tasks.messaging import relay as outbox
 from tasks.messaging.deliveries import DispatchError
 from tasks.messaging.relay import Relay, outbox_relay_once
@@ -235,7 +235,7 @@ def publish_recording_committed_deliveries(monkeypatch) -> list[int]:
         return real_publish(rows)
 
     monkeypatch.setattr(dispatch, "deliveries_publish", publish)
-    monkeypatch.setattr(brokers, "deliveries_publish", publish)
+    monkeypatch.setattr(publisher, "deliveries_publish", publish)
     return committed
 
 
@@ -243,6 +243,7 @@ def test_commit_hook_publishes_deliveries_only_once_a_worker_can_see_them(memory
 
     committed = publish_recording_committed_deliveries(monkeypatch)
     transactional(register_event)(ItemStored(item_id=1))
+    assert publisher.publisher_flush(5)
     assert committed == [1]
     assert redis_client.llen("default") == 1
 
