@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import random
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from celery import shared_task
 from celery.exceptions import Retry
@@ -32,6 +32,7 @@ from tasks.messaging.subscriptions import Subscription
 from tasks.reliability.dead_letters import FailedDelivery
 from tasks.reliability.delivery_requests import DeliverRequest
 from tasks.reliability.delivery_state import (
+    Statement,
     delivery_created_at,
     delivery_finish,
     delivery_postpone,
@@ -41,7 +42,7 @@ from tasks.reliability.delivery_state import (
 )
 from tasks.reliability.log_context import log_context
 from tasks.reliability.platform_task import PermanentError, PlatformTask, PoisonMessage
-from tasks.reliability.task_results import task_result_store_success
+from tasks.reliability.task_results import task_result_success_sql
 
 logger = logging.getLogger(__name__)
 
@@ -98,10 +99,13 @@ def delivery_resolve(*, payload: object, handler: object) -> tuple[Message, Subs
     return message, subscription
 
 
-def delivery_run(*, payload: dict, handler: str, queue: str = "", on_done: Callable[[], None] | None = None) -> str:
+def delivery_run(
+    *, payload: dict, handler: str, queue: str = "", with_done: Callable[[], Sequence[Statement]] | None = None
+) -> str:
     """Run ``handler`` for the message in ``payload`` once; ``"duplicate"`` if it ran before.
 
-    ``on_done`` runs after the handler, inside its transaction: what it writes commits with it.
+    ``with_done`` gives statements that run with the done mark, in the handler's transaction
+    (the task's result): they commit with the handler's work, or not at all.
     """
     message, subscription = delivery_resolve(payload=payload, handler=handler)
     key = {"message_id": message.message_id, "handler": handler}
@@ -116,11 +120,10 @@ def delivery_run(*, payload: dict, handler: str, queue: str = "", on_done: Calla
             with transaction.atomic():
                 # Mark done first: a concurrent duplicate waits on the row and then finds it
                 # done; if the handler fails, the rollback unmarks it.
-                if not delivery_finish(**key):
+                if not delivery_finish(**key, with_statements=with_done() if with_done else ()):
+                    transaction.set_rollback(True)  # what ran with the mark, as if never run
                     return DUPLICATE
                 subscription.handler(message)
-                if on_done is not None:
-                    on_done()
         except Exception:
             # A clean failure is a finish too; keep the sweeper off it while a retry waits.
             delivery_release(**key, retry_at=retry_time(settings.TASKS_RETRY_BACKOFF_MAX))
@@ -179,9 +182,10 @@ class DeliverTask(PlatformTask):
         )
 
 
-# The task's SUCCESS result is written in the handler's transaction (``on_done``), not by Celery
-# afterwards in a transaction of its own: one durable commit per delivery instead of two, and the
-# result exists exactly when the work does. Failures and retries are still stored by Celery
+# The task's SUCCESS result is written in the handler's transaction, in the same round trip as the
+# done mark (``with_done``), not by Celery afterwards in a transaction of its own: one durable
+# commit per delivery instead of two, and the result exists exactly when the work does (its
+# date_done is when the handler started). Failures and retries are still stored by Celery
 # (store_errors_even_if_ignored). track_started is off: the Delivery row records the start.
 @shared_task(
     base=DeliverTask,
@@ -196,11 +200,11 @@ def deliver(self: DeliverTask, payload: dict, handler: str) -> str:
     queue = (self.request.delivery_info or {}).get("routing_key") or ""
     request = self.request
 
-    def store_success() -> None:
-        task_result_store_success(backend=self.backend, request=request, result=DONE)
+    def success() -> list[Statement]:
+        return [task_result_success_sql(backend=self.backend, request=request, result=DONE)]
 
     try:
-        return delivery_run(payload=payload, handler=handler, queue=queue, on_done=store_success)
+        return delivery_run(payload=payload, handler=handler, queue=queue, with_done=success)
     except UnknownToThisWorker as exc:
         countdown = deploy_window_wait(payload=payload, handler=handler, exc=exc)
         if request.is_eager:

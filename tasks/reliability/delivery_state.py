@@ -15,16 +15,19 @@ and its transition does nothing. Each function says whether it won.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from tasks.messaging.round_trips import execute_with_async_commit
+from tasks.messaging.round_trips import execute_together, execute_with_async_commit, update_sql
 from tasks.models import Delivery
 
 Status = Delivery.Status
+Statement = tuple[str, list[Any]]  # SQL and its parameters
 
 # The states each transition may start from; anything else is a lost race or a stale copy.
 TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -60,7 +63,9 @@ def delivery_start(*, message_id: uuid.UUID, handler: str, message_type: str, pa
 
     def start() -> int | None:
         # One statement, committed without waiting for the disk (a count lost in a crash only
-        # gives a poison message one more try): this runs for every delivery.
+        # gives a poison message one more try), on a connection not pinged first (one counted
+        # twice when the connection dies mid-statement only gives it one try fewer): this runs
+        # for every delivery, as its first query.
         field = Delivery._meta.get_field("message_id")
         allowed = _from("start")
         rows = execute_with_async_commit(
@@ -69,6 +74,7 @@ def delivery_start(*, message_id: uuid.UUID, handler: str, message_type: str, pa
             f"WHERE message_id = %s AND handler = %s AND status IN ({', '.join(['%s'] * len(allowed))}) "
             "RETURNING unfinished_starts",
             [_to("start"), field.get_db_prep_value(message_id, connection), handler, *allowed],
+            skip_health_check=True,
         )
         return rows[0][0] if rows else None
 
@@ -92,15 +98,19 @@ def delivery_start(*, message_id: uuid.UUID, handler: str, message_type: str, pa
     return 1 if created else start()
 
 
-def delivery_finish(*, message_id: uuid.UUID, handler: str) -> bool:
+def delivery_finish(*, message_id: uuid.UUID, handler: str, with_statements: Sequence[Statement] = ()) -> bool:
     """pending|running -> done. Called inside the handler's transaction, before the handler: the
     UPDATE takes the row lock, so a concurrent copy waits and then finds it done, and a failing
-    handler's rollback undoes the mark."""
-    return bool(
-        Delivery.objects.filter(**_key(message_id, handler), status__in=_from("finish")).update(
-            status=_to("finish"), completed_at=timezone.now(), unfinished_starts=0
-        )
+    handler's rollback undoes the mark.
+
+    ``with_statements`` run in the same round trip, after the mark (the task's result): when the
+    mark loses, the caller rolls the transaction back, and them with it.
+    """
+    mark = update_sql(
+        Delivery.objects.filter(**_key(message_id, handler), status__in=_from("finish")),
+        {"status": _to("finish"), "completed_at": timezone.now(), "unfinished_starts": 0},
     )
+    return bool(execute_together([mark, *with_statements])[0])
 
 
 def delivery_release(*, message_id: uuid.UUID, handler: str, retry_at: datetime) -> bool:

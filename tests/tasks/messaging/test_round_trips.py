@@ -10,6 +10,7 @@ from django.test.utils import CaptureQueriesContext
 
 from tasks.messaging.round_trips import execute_with_async_commit, insert_together
 from tasks.models import Delivery, Outbox
+from tests.support.connections import other_connection
 
 ON_POSTGRES = connection.vendor == "postgresql"
 BUMP = f"UPDATE {Outbox._meta.db_table} SET attempts = attempts + %s WHERE id = %s RETURNING attempts"
@@ -111,3 +112,52 @@ def test_insert_together_without_others_inserts_the_row():
     row = Outbox(message_id=uuid.uuid4(), message_type="tests.Example", payload={})
     insert_together(row, [])
     assert Outbox.objects.filter(pk=row.pk, message_id=row.message_id).exists()
+
+
+# --- skip_health_check ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def health_checks(settings):
+    """Health checks on for the test's connection, as in production (CONN_HEALTH_CHECKS)."""
+    saved = connection.health_check_enabled
+    connection.health_check_enabled = True
+    yield
+    connection.health_check_enabled = saved
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="needs a server that can drop the connection")
+@pytest.mark.django_db(transaction=True)
+def test_without_the_health_check_a_reused_connection_is_not_pinged_first(health_checks):
+    row = _outbox_row()
+    connection.health_check_done = False
+    with CaptureQueriesContext(connection) as queries:
+        execute_with_async_commit(BUMP, [1, row.pk], skip_health_check=True)
+    assert len(queries) == 1
+    assert connection.health_check_done  # the next query in this task is not pinged either
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="needs a server that can drop the connection")
+@pytest.mark.django_db(transaction=True)
+def test_without_the_health_check_a_connection_the_server_dropped_is_replaced_and_the_statement_sent_again(
+    health_checks,
+):
+    row = _outbox_row()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (old_pid,) = cursor.fetchone()
+    with other_connection() as other, other.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", [old_pid])
+
+    assert execute_with_async_commit(BUMP, [3, row.pk], skip_health_check=True) == [(3,)]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        assert cursor.fetchone()[0] != old_pid
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="needs a server that can drop the connection")
+@pytest.mark.django_db(transaction=True)
+def test_without_the_health_check_an_error_of_the_statement_itself_is_raised_once():
+    with CaptureQueriesContext(connection) as queries, pytest.raises(DatabaseError):
+        execute_with_async_commit("SELECT 1 / 0", [], skip_health_check=True)
+    assert [q["sql"] for q in queries].count("SET LOCAL synchronous_commit = off; SELECT 1 / 0") == 1

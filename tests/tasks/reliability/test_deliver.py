@@ -306,23 +306,31 @@ def test_a_delivery_recorded_while_the_worker_starts_still_runs():
     assert Delivery.objects.get().status == Delivery.Status.DONE
 
 
-def test_on_done_commits_with_the_handler_and_a_failure_in_it_undoes_the_work():
+def group_insert(name: str) -> tuple[str, list]:
+    return (f"INSERT INTO {Group._meta.db_table} (name) VALUES (%s)", [name])
+
+
+def test_statements_run_with_the_done_mark_commit_with_the_handler_and_a_failing_handler_undoes_them():
     ok = WorkRequested(work_id=40)
-    done = delivery_run(
-        payload=ok.to_json(), handler=path(create_group), on_done=lambda: Group.objects.create(name="result-40")
-    )
+    done = delivery_run(payload=ok.to_json(), handler=path(create_group), with_done=lambda: [group_insert("result-40")])
     assert done == DONE
     assert set(Group.objects.values_list("name", flat=True)) == {f"work-40-{ok.message_id}", "result-40"}
 
     broken = WorkRequested(work_id=41)
-
-    def store_fails() -> None:
-        raise RuntimeError("result store failed")
-
-    with pytest.raises(RuntimeError, match="result store failed"):
-        delivery_run(payload=broken.to_json(), handler=path(create_group), on_done=store_fails)
-    assert not Group.objects.filter(name__startswith="work-41").exists()
+    with pytest.raises(PermanentError):
+        delivery_run(
+            payload=broken.to_json(), handler=path(permanently_failing), with_done=lambda: [group_insert("result-41")]
+        )
+    assert not Group.objects.filter(name="result-41").exists()
     assert Delivery.objects.get(message_id=broken.message_id).status == Delivery.Status.PENDING
+
+
+def test_statements_run_with_the_done_mark_are_rolled_back_when_the_delivery_was_done_already():
+    message = WorkRequested(work_id=42)
+    assert delivery_run(payload=message.to_json(), handler=path(create_group)) == DONE
+    again = delivery_run(payload=message.to_json(), handler=path(create_group), with_done=lambda: [group_insert("x")])
+    assert again == DUPLICATE
+    assert not Group.objects.filter(name="x").exists()
 
 
 def test_deliveries_leave_results_to_their_transaction_and_skip_the_started_result():
