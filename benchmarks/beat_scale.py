@@ -178,6 +178,8 @@ def measure(size: int) -> dict[str, float]:
 
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    # Production settings (DEBUG off keeps no query log), with a key only benchmarks use.
+    os.environ.setdefault("SECRET_KEY", "benchmark-only-secret-key")
     os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/bench_beat_scale")
     os.environ["CELERY_BROKER_URL"] = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
     if os.environ["DATABASE_URL"].startswith("postgres"):

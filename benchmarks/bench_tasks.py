@@ -2,7 +2,7 @@
 
 Both record when they started, under a key the sender chose (a Redis list), so the platform and
 raw Celery pay the same measuring cost; the sender subtracts its own send (or commit) time.
-Workers load this module with ``--include benchmarks.bench_tasks``.
+Workers load this module with ``--include benchmarks.bench_tasks``, which subscribes the handler.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import redis
 from celery import shared_task
 
+from tasks.bus import get_message_broker
 from tasks.messages import Message
 
 LATENCY_KEY = "bench:latency"
@@ -41,6 +42,11 @@ def bench_handler(event: BenchEvent) -> None:
     record_start(event.key)
 
 
+# Subscribed on import, in the sender and in the worker (``--include``) alike: a worker runs only
+# handlers its own process subscribed.
+get_message_broker().subscribe_async(BenchEvent, bench_handler)
+
+
 @shared_task(name="bench.raw_noop")
 def raw_noop(key: str) -> None:
     """The raw-Celery side: a plain task, same worker, same result backend."""
@@ -51,4 +57,10 @@ def raw_noop(key: str) -> None:
 def raw_noop_untracked(key: str) -> None:
     """The same raw task without the STARTED result this app writes for every task: Celery's
     default, and what the platform's deliveries skip (their Delivery row records the start)."""
+    record_start(key)
+
+
+@shared_task(name="bench.raw_noop_ignored", track_started=False, ignore_result=True)
+def raw_noop_ignored(key: str) -> None:
+    """Fire-and-forget raw Celery, as most production users run it: no result row at all."""
     record_start(key)

@@ -45,7 +45,7 @@ def main() -> None:
 
     call_command("migrate", verbosity=0)
     client = redis.Redis.from_url(bench.BENCH_REDIS_URL)
-    t.subscribe()
+
     try:
         for side, send in [*t.SIDES.items(), *t.SIDES.items()]:  # twice: the first warms up
             t._reset(client)

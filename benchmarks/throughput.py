@@ -16,8 +16,13 @@ from datetime import timedelta
 from django.db import connection, transaction
 from django.utils import timezone
 
-from benchmarks.bench_tasks import LATENCY_KEY, BenchEvent, bench_handler, raw_noop, raw_noop_untracked
-from tasks.bus import get_message_broker
+from benchmarks.bench_tasks import (
+    LATENCY_KEY,
+    BenchEvent,
+    raw_noop,
+    raw_noop_ignored,
+    raw_noop_untracked,
+)
 from tasks.messaging.relay import outbox_relay_once
 from tasks.models import Delivery, Outbox
 from tasks.transaction import register_event
@@ -67,15 +72,18 @@ def send_raw_untracked_task() -> None:
     raw_noop_untracked.delay(key)
 
 
+def send_raw_ignored_task() -> None:
+    key = uuid.uuid4().hex
+    _sent[key] = time.time()
+    raw_noop_ignored.delay(key)
+
+
 SIDES: dict[str, Callable[[], None]] = {
     "platform": send_platform_event,
     "raw": send_raw_task,
     "raw untracked": send_raw_untracked_task,
+    "raw ignored": send_raw_ignored_task,
 }
-
-
-def subscribe() -> None:
-    get_message_broker().subscribe_async(BenchEvent, bench_handler)
 
 
 def throughput(redis_client, send: Callable[[], None], count: int) -> float:
