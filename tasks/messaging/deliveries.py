@@ -52,8 +52,9 @@ _pool: tuple[int, ProducerPool] | None = None
 
 
 def _producer_pool() -> ProducerPool:
-    """A producer pool whose connections never retry: publishing happens in a commit hook or a
-    request, which must return at once when the broker is down (the outbox keeps the event).
+    """A producer pool whose connections never retry: a publisher thread, a relay pass or a
+    caller that gives up at once when the broker is down leaves the event to the outbox, which
+    keeps it, instead of holding up what comes after it.
 
     Rebuilt after a fork, as Celery does for its own pools.
     """

@@ -1,4 +1,4 @@
-"""The outbox relay: sends events whose commit hook could not reach the broker.
+"""The outbox relay: sends events the committing process could not get to the broker.
 
 Rows still unsent after a grace period are dispatched oldest first, in batches. On PostgreSQL
 the batch is locked with ``FOR UPDATE SKIP LOCKED``, so two relays never send one row twice.

@@ -12,7 +12,7 @@ from tasks.streams.appends import stream_relay_pass
 
 class Command(BaseCommand):
     help = (
-        "Send outbox rows the commit hook could not send, re-send deliveries the broker lost, plan again "
+        "Send outbox rows the committing process could not send, re-send deliveries the broker lost, plan again "
         "deliveries whose predicate failed, send Beat's recorded runs the broker refused, and append "
         "committed events of streamed classes to their streams."
     )
