@@ -338,6 +338,50 @@ STATUS_PAGE_REFRESH_SECONDS = env.int("STATUS_PAGE_REFRESH_SECONDS", default=15)
 STATUS_INSPECT_TIMEOUT = env.float("STATUS_INSPECT_TIMEOUT", default=1.0)
 STATUS_BROKER_TIMEOUT = env.float("STATUS_BROKER_TIMEOUT", default=2.5)
 
+# --- Event streams for other services (issue 17, README "Consuming events from another service") ---
+# The relay appends every committed event of a streamed Message class (``stream = "family.topic"``)
+# to its stream's sink: STREAMS_SINKS names it per stream ("marketplace.components=rabbitmq,..."),
+# the others go to STREAMS_DEFAULT_SINK (by default the broker's kind). Sinks: redis (Redis
+# Streams), rabbitmq (a topic exchange per family).
+STREAMS_DEFAULT_SINK = env.str(
+    "STREAMS_DEFAULT_SINK", default="rabbitmq" if _broker.scheme.startswith("amqp") else "redis"
+)
+STREAMS_SINKS = env.dict("STREAMS_SINKS", default={})
+if {STREAMS_DEFAULT_SINK, *STREAMS_SINKS.values()} - {"redis", "rabbitmq"}:
+    raise ImproperlyConfigured("STREAMS_DEFAULT_SINK and STREAMS_SINKS values must be redis or rabbitmq.")
+STREAMS_REDIS_URL = env.str(
+    "STREAMS_REDIS_URL",
+    default=CELERY_BROKER_URL if _broker.scheme in ("redis", "rediss") else "redis://127.0.0.1:6379/0",
+)
+STREAMS_RABBITMQ_URL = env.str(
+    "STREAMS_RABBITMQ_URL",
+    default=CELERY_BROKER_URL if _broker.scheme.startswith("amqp") else "amqp://guest:guest@127.0.0.1:5672//",
+)
+# Retention of a Redis stream: about this many entries (XADD MAXLEN ~), or, when
+# STREAMS_REDIS_MAX_AGE (seconds) is set, entries about that young (XADD MINID ~) instead.
+STREAMS_REDIS_MAXLEN = env.int("STREAMS_REDIS_MAXLEN", default=1_000_000)
+STREAMS_REDIS_MAX_AGE = env.int("STREAMS_REDIS_MAX_AGE", default=0)
+if STREAMS_REDIS_MAXLEN < 1 or STREAMS_REDIS_MAX_AGE < 0:
+    raise ImproperlyConfigured("STREAMS_REDIS_MAXLEN must be 1 or more and STREAMS_REDIS_MAX_AGE 0 or more.")
+# Entries the relay sequences or appends per batch, and how long appended entries are kept in the
+# database (the outbox rows they came from are kept OUTBOX_RETENTION_DAYS).
+STREAMS_BATCH = env.int("STREAMS_BATCH", default=500)
+STREAMS_ENTRY_RETENTION_DAYS = env.int("STREAMS_ENTRY_RETENTION_DAYS", default=OUTBOX_RETENTION_DAYS)
+# Consumer defaults (tasks/streams/consumer.py, manage.py stream_consume; each consumer may
+# override them): entries pending longer than CLAIM_IDLE seconds are taken over from their
+# consumer; one delivered MAX_DELIVERIES times without an ack is dead-lettered with its error;
+# BATCH entries are read at once (RabbitMQ: the prefetch); a handled message_id is remembered
+# SEEN_TTL seconds, so a copy within that window is acked without running the handler again.
+STREAMS_CONSUMER_CLAIM_IDLE = env.float("STREAMS_CONSUMER_CLAIM_IDLE", default=30.0)
+STREAMS_CONSUMER_MAX_DELIVERIES = env.int("STREAMS_CONSUMER_MAX_DELIVERIES", default=5)
+STREAMS_CONSUMER_BATCH = env.int("STREAMS_CONSUMER_BATCH", default=10)
+STREAMS_CONSUMER_SEEN_TTL = env.int("STREAMS_CONSUMER_SEEN_TTL", default=7 * 86400)
+# A RabbitMQ consumer's queue: message TTL (ms, 0 = none; expired messages go to its DLQ), maximum
+# priority (0 = none), and quorum instead of classic (replicated; then no maximum priority).
+STREAMS_RABBITMQ_MESSAGE_TTL = env.int("STREAMS_RABBITMQ_MESSAGE_TTL", default=0)
+STREAMS_RABBITMQ_MAX_PRIORITY = env.int("STREAMS_RABBITMQ_MAX_PRIORITY", default=0)
+STREAMS_RABBITMQ_QUORUM = env.bool("STREAMS_RABBITMQ_QUORUM", default=False)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
