@@ -3,11 +3,13 @@ order the relay sees them committed; the cursor passes a row only once no writer
 commit a lower id."""
 
 import json
+from dataclasses import dataclass
 
 import pytest
 from django.conf import settings
 from django.db import transaction
 
+from tasks.messages import Message, MessageDefinitionError
 from tasks.models import StreamCursor, StreamEntry
 from tasks.streams.sequencing import CURSOR_NAME, stream_events_sequence, streamed_types
 from tasks.transaction import register_event
@@ -74,3 +76,21 @@ def test_a_lower_id_committed_late_is_sequenced_after_the_cursor_waited_for_its_
     assert [key for key, _, _ in positions()] == ["other", "k"]
     stream_events_sequence()
     assert StreamCursor.objects.get(name=CURSOR_NAME).outbox_id >= late_id
+
+
+def test_a_streamed_class_must_name_a_dotted_stream_and_one_of_its_fields_as_key():
+    with pytest.raises(MessageDefinitionError, match=r"family\.topic"):
+
+        @dataclass(frozen=True)
+        class NoFamily(Message):
+            stream = "components"
+            stream_key = "item_id"
+            item_id: int
+
+    with pytest.raises(MessageDefinitionError, match="stream_key must name one of its fields"):
+
+        @dataclass(frozen=True)
+        class NoKey(Message):
+            stream = "tests.items"
+            stream_key = "component_id"
+            item_id: int
