@@ -269,6 +269,8 @@ def main() -> None:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
+    # The status page renders admin templates: with DEBUG off their static files need a manifest.
+    call_command("collectstatic", interactive=False, verbosity=0)
     started = time.monotonic()
     results = run_cases()
     rows, markdown = table(results)
