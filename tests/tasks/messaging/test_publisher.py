@@ -8,12 +8,10 @@ with real processes in ``tests/e2e/test_commit_with_broker_faults.py``.
 """
 
 import threading
-from dataclasses import dataclass
 
 import pytest
 from django.db import transaction
 
-from tasks.messages import Message
 from tasks.messaging.deliveries import DispatchError, deliveries_build
 from tasks.messaging.publisher import (
     Publisher,
@@ -25,23 +23,14 @@ from tasks.messaging.publisher import (
 from tasks.messaging.subscriptions import Subscription
 from tasks.models import Delivery, Outbox
 from tests.support.broker import broker_down
+from tests.support.deliveries import ItemStored, async_handler
 from tests.support.queues import queued_messages
 
-MODULE = __name__
 QUEUES = ("high", "default", "low")
 
 
-@dataclass(frozen=True)
-class ItemStored(Message):
-    item_id: int
-
-
-def index_item(message):
-    """An async handler; it never runs here (no worker), only its delivery is sent."""
-
-
 def notify_owner(message):
-    """Another async handler of the same message."""
+    """A second async handler of the same message; it never runs here either."""
 
 
 def subscription(handler, queue: str = "default") -> Subscription:
@@ -53,7 +42,7 @@ def queued_task_ids(redis_client) -> list[str]:
 
 
 def rows(count: int) -> list[Delivery]:
-    return deliveries_build([(ItemStored(item_id=i), subscription(index_item)) for i in range(count)])
+    return deliveries_build([(ItemStored(item_id=i), subscription(async_handler)) for i in range(count)])
 
 
 class Steps:
@@ -86,6 +75,13 @@ class Clock:
         return self.now
 
 
+def hold_first_send(publisher: Publisher, steps: Steps, *, outbox_id: int) -> None:
+    """Submit one commit and keep the thread inside its send until ``steps.gate`` is set."""
+    steps.gate.clear()
+    publisher.submit(outbox_id=outbox_id, deliveries=rows(1))
+    assert steps.entered.wait(5)
+
+
 def make(steps: Steps, **options) -> Publisher:
     return Publisher(send=steps.send, mark_sent=steps.mark, **options)
 
@@ -108,9 +104,7 @@ def test_what_a_commit_hands_over_is_sent_and_its_outbox_row_marked():
 def test_commits_handed_over_while_a_send_is_under_way_go_out_together_in_the_next_batch():
     steps = Steps()
     publisher = make(steps)
-    steps.gate.clear()
-    publisher.submit(outbox_id=1, deliveries=rows(1))
-    assert steps.entered.wait(5)
+    hold_first_send(publisher, steps, outbox_id=1)
     later = [rows(1) for _ in range(3)]
     for offset, deliveries in enumerate(later):
         publisher.submit(outbox_id=2 + offset, deliveries=deliveries)
@@ -124,9 +118,7 @@ def test_commits_handed_over_while_a_send_is_under_way_go_out_together_in_the_ne
 def test_a_batch_takes_whole_commits_up_to_the_batch_size():
     steps = Steps()
     publisher = make(steps, batch_size=4)
-    steps.gate.clear()
-    publisher.submit(outbox_id=0, deliveries=rows(1))
-    assert steps.entered.wait(5)
+    hold_first_send(publisher, steps, outbox_id=0)
     for outbox_id in (1, 2, 3):
         publisher.submit(outbox_id=outbox_id, deliveries=rows(3))  # 3 + 3 reach the size: 2 commits
     steps.gate.set()
@@ -147,9 +139,7 @@ def test_an_event_with_no_async_delivery_is_only_marked():
 def test_a_failed_send_leaves_the_batch_and_the_queue_behind_it_unmarked_and_pauses_submits():
     steps, clock = Steps(fail=True), Clock()
     publisher = make(steps, clock=clock, backoff_max=8)
-    steps.gate.clear()
-    publisher.submit(outbox_id=1, deliveries=rows(1))
-    assert steps.entered.wait(5)
+    hold_first_send(publisher, steps, outbox_id=1)
     publisher.submit(outbox_id=2, deliveries=rows(1))
     steps.gate.set()
     assert publisher.flush(5)
@@ -183,9 +173,7 @@ def test_the_pause_doubles_with_each_failure_up_to_the_maximum_and_resets_after_
 def test_a_full_queue_leaves_new_commits_to_the_relay_instead_of_growing():
     steps = Steps()
     publisher = make(steps, queue_limit=3)
-    steps.gate.clear()
-    publisher.submit(outbox_id=0, deliveries=rows(1))
-    assert steps.entered.wait(5)
+    hold_first_send(publisher, steps, outbox_id=0)
 
     assert publisher.submit(outbox_id=1, deliveries=rows(2))
     assert not publisher.submit(outbox_id=2, deliveries=rows(2))  # 2 + 2 > 3
@@ -198,9 +186,7 @@ def test_a_full_queue_leaves_new_commits_to_the_relay_instead_of_growing():
 def test_flush_times_out_while_a_send_hangs_and_submit_never_waits_for_it():
     steps = Steps()
     publisher = make(steps)
-    steps.gate.clear()
-    publisher.submit(outbox_id=1, deliveries=rows(1))
-    assert steps.entered.wait(5)
+    hold_first_send(publisher, steps, outbox_id=1)
 
     assert not publisher.flush(0.2)
     assert publisher.submit(outbox_id=2, deliveries=rows(1))  # returns although the send hangs
@@ -245,7 +231,7 @@ def test_outbox_mark_sent_marks_the_given_rows_and_accepts_none():
 
 @pytest.mark.django_db(transaction=True)
 def test_the_process_publisher_puts_what_it_is_handed_on_the_broker(redis_client):
-    deliveries = deliveries_build([(ItemStored(item_id=1), subscription(index_item, "high"))])
+    deliveries = deliveries_build([(ItemStored(item_id=1), subscription(async_handler, "high"))])
     assert publisher_submit(outbox_id=None, deliveries=deliveries)
     assert publisher_flush(5)
     assert queued_task_ids(redis_client) == [deliveries[0].task_id]
@@ -256,7 +242,7 @@ def test_deliveries_are_published_only_after_commit_when_recorded_inside_a_trans
     message = ItemStored(item_id=1)
     with transaction.atomic():
         count = deliveries_record_and_publish(
-            [(message, subscription(index_item, "low")), (message, subscription(notify_owner))]
+            [(message, subscription(async_handler, "low")), (message, subscription(notify_owner))]
         )
         assert count == 2
         publisher_flush(5)
@@ -269,7 +255,7 @@ def test_deliveries_are_published_only_after_commit_when_recorded_inside_a_trans
 @pytest.mark.django_db(transaction=True)
 def test_nothing_is_published_or_kept_when_the_transaction_rolls_back(redis_client):
     with pytest.raises(LookupError), transaction.atomic():
-        deliveries_record_and_publish([(ItemStored(item_id=1), subscription(index_item))])
+        deliveries_record_and_publish([(ItemStored(item_id=1), subscription(async_handler))])
         raise LookupError
     publisher_flush(5)
     assert queued_task_ids(redis_client) == []
@@ -278,7 +264,7 @@ def test_nothing_is_published_or_kept_when_the_transaction_rolls_back(redis_clie
 
 @pytest.mark.django_db(transaction=True)
 def test_deliveries_are_published_at_once_when_recorded_outside_a_transaction(redis_client):
-    assert deliveries_record_and_publish([(ItemStored(item_id=1), subscription(index_item, "high"))]) == 1
+    assert deliveries_record_and_publish([(ItemStored(item_id=1), subscription(async_handler, "high"))]) == 1
     assert queued_task_ids(redis_client) == [Delivery.objects.get().task_id]
 
 
@@ -291,7 +277,7 @@ def test_nothing_is_recorded_or_published_when_no_subscription_wants_the_message
 @pytest.mark.django_db(transaction=True)
 def test_the_commit_succeeds_and_the_rows_stay_pending_when_the_broker_is_down_at_commit(redis_client):
     with broker_down(), transaction.atomic():
-        deliveries_record_and_publish([(ItemStored(item_id=1), subscription(index_item))])
+        deliveries_record_and_publish([(ItemStored(item_id=1), subscription(async_handler))])
     assert Delivery.objects.get().status == Delivery.Status.PENDING  # for the sweeper
     assert queued_task_ids(redis_client) == []
 
@@ -299,5 +285,5 @@ def test_the_commit_succeeds_and_the_rows_stay_pending_when_the_broker_is_down_a
 @pytest.mark.django_db(transaction=True)
 def test_dispatch_error_is_raised_after_recording_when_the_broker_is_down_outside_a_transaction(redis_client):
     with broker_down(), pytest.raises(DispatchError):
-        deliveries_record_and_publish([(ItemStored(item_id=1), subscription(index_item))])
+        deliveries_record_and_publish([(ItemStored(item_id=1), subscription(async_handler))])
     assert Delivery.objects.get().status == Delivery.Status.PENDING
