@@ -382,16 +382,21 @@ STREAMS_RABBITMQ_MESSAGE_TTL = env.int("STREAMS_RABBITMQ_MESSAGE_TTL", default=0
 STREAMS_RABBITMQ_MAX_PRIORITY = env.int("STREAMS_RABBITMQ_MAX_PRIORITY", default=0)
 STREAMS_RABBITMQ_QUORUM = env.bool("STREAMS_RABBITMQ_QUORUM", default=False)
 
+# LOG_FORMAT: "text" (readable, the default) or "json" (one object per line, for log shippers).
+LOG_FORMAT = env.str("LOG_FORMAT", default="text")
+if LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be text or json, not {LOG_FORMAT!r}.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {"task_context": {"()": "tasks.reliability.log_context.ContextFilter"}},
     "formatters": {
-        "structured": {
+        "text": {
             "format": "%(asctime)s %(levelname)s %(name)s %(message)s "
             "task_id=%(task_id)s message_id=%(message_id)s handler=%(handler)s"
         },
+        "json": {"()": "tasks.reliability.json_log_formatter.JsonFormatter"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structured", "filters": ["task_context"]}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["task_context"]}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }
