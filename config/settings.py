@@ -323,10 +323,13 @@ RATELIMIT_USE_CACHE = "ratelimit"
 FLOWER_URL = env.str("FLOWER_URL", default=f"http://127.0.0.1:{env.int('FLOWER_PORT', default=5555)}/")
 # Bearer token Prometheus sends to /metrics; empty means only staff sessions can read it.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
-# Where worker processes write their task metrics (prometheus_client multiprocess mode).
-PROMETHEUS_MULTIPROC_DIR = Path(env.str("PROMETHEUS_MULTIPROC_DIR", default=str(VAR_DIR / "prometheus")))
+# The directory /metrics merges metric files from (and its subdirectories): the Procfile points
+# each process's PROMETHEUS_MULTIPROC_DIR (prometheus_client's own variable) at it or below it.
+PROMETHEUS_METRICS_DIR = Path(env.str("PROMETHEUS_METRICS_DIR", default=str(VAR_DIR / "prometheus")))
 HEALTH_CHECK_TIMEOUT = env.float("HEALTH_CHECK_TIMEOUT", default=3.0)
 HEALTH_WORKER_PING_TIMEOUT = env.float("HEALTH_WORKER_PING_TIMEOUT", default=1.0)
+# Seconds /metrics keeps reporting a worker host that stopped answering as down (0), then drops it.
+WORKER_FORGET_AFTER = env.int("WORKER_FORGET_AFTER", default=600)
 HEALTH_BEAT_MAX_AGE = env.int("HEALTH_BEAT_MAX_AGE", default=60)
 HEALTH_OUTBOX_MAX_AGE = env.int("HEALTH_OUTBOX_MAX_AGE", default=300)
 HEALTH_QUEUE_MAX_AGE = env.int("HEALTH_QUEUE_MAX_AGE", default=300)

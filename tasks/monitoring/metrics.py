@@ -1,8 +1,11 @@
 """The platform's state as Prometheus metrics, read at scrape time (a custom Collector).
 
-Queue depth and age come from the broker, the rest from the database; both are read with the
-same deadline as the health checks, and ``platform_metrics_source_up`` says which source
-answered, so a hung broker gives a fast scrape with the queue metrics missing, not a timeout.
+Queue depth and age come from the broker, worker presence from a broadcast to the workers, the
+rest from the database; all are read with the same deadline as the health checks, and
+``platform_metrics_source_up`` says which source answered, so a hung broker gives a fast scrape
+with the queue metrics missing, not a timeout. Queue and worker facts are exported under
+celery-exporter's names too (``celery_queue_length``, ``celery_active_consumer_count``,
+``celery_worker_up``, ...; see ``task_metrics`` for the task events), so its dashboards work.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from prometheus_client.registry import Collector
 
 from tasks.monitoring import selectors
 from tasks.monitoring.deadline import call_concurrently
-from tasks.monitoring.queue_stats import queue_stats
+from tasks.monitoring.queue_stats import QueueStats, queue_stats
+from tasks.monitoring.worker_presence import WorkerPresence, worker_presence
+from tasks.queues import QUEUES
 from tasks.scheduling.lease import beat_status
 
 
@@ -32,7 +37,8 @@ class PlatformCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         outcomes = call_concurrently(
-            {"broker": queue_stats, "database": _database_facts}, timeout=settings.HEALTH_CHECK_TIMEOUT
+            {"broker": queue_stats, "database": _database_facts, "workers": worker_presence},
+            timeout=settings.HEALTH_CHECK_TIMEOUT,
         )
         up = GaugeMetricFamily(
             "platform_metrics_source_up", "1 when the source answered this scrape, else 0.", labels=["source"]
@@ -55,6 +61,10 @@ class PlatformCollector(Collector):
                     age.add_metric([stats.name], stats.oldest_age_seconds)
             yield depth
             yield age
+            yield from _celery_queue_metrics(broker.value)
+
+        if outcomes["workers"].ok:
+            yield from _celery_worker_metrics(outcomes["workers"].value)
 
         database = outcomes["database"]
         if database.ok:
@@ -75,3 +85,37 @@ class PlatformCollector(Collector):
                 yield GaugeMetricFamily(
                     "platform_beat_heartbeat_age_seconds", "Seconds since Beat's last tick.", value=beat.age_seconds
                 )
+
+
+def _celery_queue_metrics(queues: list[QueueStats]) -> Iterator[Metric]:
+    length = GaugeMetricFamily("celery_queue_length", "The number of message in broker queue.", labels=["queue_name"])
+    consumers = GaugeMetricFamily(
+        "celery_active_consumer_count", "The number of active consumer in broker queue.", labels=["queue_name"]
+    )
+    for stats in queues:
+        length.add_metric([stats.name], stats.depth)
+        if stats.consumers is not None:  # RabbitMQ only, as with celery-exporter
+            consumers.add_metric([stats.name], stats.consumers)
+    yield length
+    yield consumers
+
+
+def _celery_worker_metrics(presence: WorkerPresence) -> Iterator[Metric]:
+    up = GaugeMetricFamily(
+        "celery_worker_up", "Indicates if a worker has recently sent a heartbeat.", labels=["hostname"]
+    )
+    for host, value in presence.up.items():
+        up.add_metric([host], value)
+    yield up
+    workers = GaugeMetricFamily(
+        "celery_active_worker_count", "The number of active workers in broker queue.", labels=["queue_name"]
+    )
+    processes = GaugeMetricFamily(
+        "celery_active_process_count", "The number of active processes in broker queue.", labels=["queue_name"]
+    )
+    # The platform's queues always, at 0 when nobody consumes them: that is what an alert looks for.
+    for queue in sorted({*QUEUES, *presence.workers_per_queue, *presence.processes_per_queue}):
+        workers.add_metric([queue], presence.workers_per_queue.get(queue, 0))
+        processes.add_metric([queue], presence.processes_per_queue.get(queue, 0))
+    yield workers
+    yield processes

@@ -40,6 +40,8 @@ class QueueStats:
     depth: int
     oldest_age_seconds: float | None
     """Seconds since the oldest waiting message was sent; None when empty or unknown."""
+    consumers: int | None = None
+    """Consumers the broker counts on the queue (RabbitMQ); None where it keeps no count (Redis)."""
 
     def as_dict(self) -> dict:
         return {"queue": self.name, "depth": self.depth, "oldest_age_seconds": self.oldest_age_seconds}
@@ -84,10 +86,10 @@ def _sent_at(raw: bytes) -> float | None:
 def _amqp_queue_stats(conn: Connection, name: str) -> QueueStats:
     channel = conn.channel()
     try:
-        _, message_count, _ = channel.queue_declare(queue=name, passive=True)
+        _, message_count, consumer_count = channel.queue_declare(queue=name, passive=True)
     except conn.channel_errors:
         # 404: the queue was never declared, so nothing waits in it. The error closed the channel.
-        return QueueStats(name=name, depth=0, oldest_age_seconds=None)
+        return QueueStats(name=name, depth=0, oldest_age_seconds=None, consumers=0)
     else:
         channel.close()
-    return QueueStats(name=name, depth=message_count, oldest_age_seconds=None)
+    return QueueStats(name=name, depth=message_count, oldest_age_seconds=None, consumers=consumer_count)

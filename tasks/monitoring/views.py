@@ -11,12 +11,13 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from tasks.monitoring.access import Access, monitoring_access
 from tasks.monitoring.health import run_checks
 from tasks.monitoring.metrics import PlatformCollector
 from tasks.monitoring.report_cache import readiness_reports
+from tasks.monitoring.task_metrics import ProcessMetricFiles
 
 
 @never_cache
@@ -63,12 +64,10 @@ def metrics_access_error(request: HttpRequest) -> HttpResponse | None:
 
 
 def metrics_registry() -> CollectorRegistry:
-    """A registry with the platform's state and the worker processes' task metrics."""
+    """A registry with the platform's state and the task metrics every process recorded."""
     registry = CollectorRegistry()
     registry.register(PlatformCollector())
-    path = settings.PROMETHEUS_MULTIPROC_DIR
-    if path.is_dir():
-        multiprocess.MultiProcessCollector(registry, path=str(path))
+    registry.register(ProcessMetricFiles(settings.PROMETHEUS_METRICS_DIR))
     return registry
 
 

@@ -89,6 +89,11 @@ def test_metrics_report_queues_outbox_dead_letters_and_beat_when_read_with_the_t
     assert ("platform_queue_oldest_message_age_seconds", (("queue", "low"),)) in found
     assert ("platform_queue_oldest_message_age_seconds", (("queue", "high"),)) not in found
     assert found[("platform_metrics_source_up", (("source", "broker"),))] == 1
+    # The same facts under celery-exporter's names, for its dashboards and alert rules.
+    assert found[("celery_queue_length", (("queue_name", "low"),))] == 3
+    assert found[("celery_queue_length", (("queue_name", "high"),))] == 0
+    assert found[("celery_active_worker_count", (("queue_name", "low"),))] == 0  # no worker runs here
+    assert found[("platform_metrics_source_up", (("source", "workers"),))] == 1
 
 
 @pytest.mark.django_db(transaction=True)
