@@ -107,8 +107,21 @@ def _on_published(
     TASK_SENT.labels(name=str(sender), hostname=_THIS_HOST, queue_name=routing_key or exchange or "celery").inc()
 
 
+# Label sets whose outcome counters this process has shown at zero (see _on_received).
+_shown: set[tuple[str, ...]] = set()
+
+
 def _on_received(request: Any = None, **kwargs: Any) -> None:
-    TASK_RECEIVED.labels(**_labels(request.name, request)).inc()
+    labels = _labels(request.name, request)
+    TASK_RECEIVED.labels(**labels).inc()
+    key = tuple(labels.values())
+    if key not in _shown:
+        # As celery-exporter does: every outcome counter of a task exists, at 0, from its first
+        # message on, so rate() and ratio queries see 0 rather than no data before a first failure.
+        _shown.add(key)
+        for counter in (TASK_STARTED, TASK_SUCCEEDED, TASK_RETRIED, TASK_REJECTED, TASK_REVOKED):
+            counter.labels(**labels).inc(0)
+        TASK_FAILED.labels(**labels, exception="").inc(0)
 
 
 def _on_rejected(sender: Any = None, message: Any = None, **kwargs: Any) -> None:

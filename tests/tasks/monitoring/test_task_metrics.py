@@ -9,12 +9,38 @@ from celery import current_app
 from celery.utils.nodenames import host_format
 from django.urls import reverse
 from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
 
 from tasks.monitoring.task_metrics import ProcessMetricFiles, host_of, reset_multiprocess_dir
 from tasks.monitoring.worker_presence import forget_workers
 from tests.support.monitoring import samples
 from tests.support.processes import CeleryWorker, process_env
 from tests.support.waiting import wait_until
+
+# celery-exporter's metrics (README "Metrics" table of danihodovic/celery-exporter): family -> type.
+CELERY_EXPORTER_METRICS = {
+    "celery_task_sent": "counter",
+    "celery_task_received": "counter",
+    "celery_task_started": "counter",
+    "celery_task_succeeded": "counter",
+    "celery_task_failed": "counter",
+    "celery_task_rejected": "counter",
+    "celery_task_revoked": "counter",
+    "celery_task_retried": "counter",
+    "celery_worker_up": "gauge",
+    "celery_worker_tasks_active": "gauge",
+    "celery_task_runtime": "histogram",
+    "celery_queue_length": "gauge",
+    "celery_active_consumer_count": "gauge",
+    "celery_active_worker_count": "gauge",
+    "celery_active_process_count": "gauge",
+}
+
+
+def families(client) -> dict[str, str]:
+    """Family name -> type, as /metrics exposes them."""
+    response = client.get(reverse("tasks:metrics"))
+    return {family.name: family.type for family in text_string_to_metric_families(response.content.decode())}
 
 
 def test_stale_metric_files_are_removed_when_a_worker_starts(tmp_path):
@@ -114,6 +140,7 @@ def test_task_events_workers_and_queues_show_under_celery_exporter_names(
             )
 
         after = wait_until(settled, timeout=45, message="task metrics from the worker")
+        exported = families(admin_client_logged_in)
 
     assert value(after, "celery_task_retried_total", "tests.retries_once") == 1
     assert value(after, "celery_task_received_total", "tasks.ping") == 2
@@ -124,6 +151,10 @@ def test_task_events_workers_and_queues_show_under_celery_exporter_names(
     assert value(after, "celery_task_runtime_count", "tests.always_fails") == 0  # successes only, as the exporter
     assert value(after, "celery_task_runtime_sum", "tasks.ping") > 0
     assert after[("celery_worker_tasks_active", (("hostname", host),))] == 0
+
+    # Every metric celery-exporter documents (its README's table), with its type, as its
+    # dashboards and alert rules query them.
+    assert {name: exported.get(name) for name in CELERY_EXPORTER_METRICS} == CELERY_EXPORTER_METRICS
 
     # Stopped, the worker is reported down rather than dropped, so an alert can fire on it.
     gone = scrape()
