@@ -333,6 +333,8 @@ WORKER_FORGET_AFTER = env.int("WORKER_FORGET_AFTER", default=600)
 HEALTH_BEAT_MAX_AGE = env.int("HEALTH_BEAT_MAX_AGE", default=60)
 HEALTH_OUTBOX_MAX_AGE = env.int("HEALTH_OUTBOX_MAX_AGE", default=300)
 HEALTH_QUEUE_MAX_AGE = env.int("HEALTH_QUEUE_MAX_AGE", default=300)
+# Optional check: a queue with messages and no task started from it this long has stalled consumers.
+HEALTH_QUEUE_STALLED_AFTER = env.int("HEALTH_QUEUE_STALLED_AFTER", default=600)
 HEALTH_DEAD_LETTERS_MAX = env.int("HEALTH_DEAD_LETTERS_MAX", default=0)
 # /health/ready reuses its report this many seconds per web process, and one refresh runs at a
 # time: probes never queue up behind worker pings (tasks/monitoring/report_cache.py).

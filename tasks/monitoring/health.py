@@ -10,6 +10,7 @@ Adding a check is one call: ``register_check("name", function, required=True)``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,7 @@ from django.db import connection
 from tasks.monitoring import selectors
 from tasks.monitoring.deadline import call_concurrently
 from tasks.monitoring.queue_stats import queue_stats
+from tasks.monitoring.task_metrics import last_task_started_by_queue
 from tasks.scheduling.lease import beat_lateness, beat_status
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -206,6 +208,31 @@ def check_queues() -> CheckOutcome:
     return CheckOutcome(True, ", ".join(f"{s.name}={s.depth}" for s in stats), data)
 
 
+def check_queue_consumption() -> CheckOutcome:
+    """Messages waiting and no task started from their queue for ``HEALTH_QUEUE_STALLED_AFTER`` s.
+
+    The known Celery failure where workers stay up, answer pings and stop consuming (after a
+    broker reconnect): the queue grows and nothing starts. Last starts come from the worker
+    metric files this web process can read (``PROMETHEUS_METRICS_DIR``); a queue no worker here
+    has ever started from is not judged. On Redis the oldest message must also have waited
+    that long, so a first message after a quiet hour is not taken for a stall.
+    """
+    limit = settings.HEALTH_QUEUE_STALLED_AFTER
+    last_started = last_task_started_by_queue(settings.PROMETHEUS_METRICS_DIR)
+    now = time.time()
+    data, stalled = {}, []
+    for stats in queue_stats():
+        started = last_started.get(stats.name)
+        idle = None if started is None else max(0.0, now - started)
+        data[stats.name] = {"depth": stats.depth, "seconds_since_last_start": _round(idle)}
+        waited = stats.oldest_age_seconds
+        if stats.depth and idle is not None and idle > limit and (waited is None or waited > limit):
+            stalled.append(f"{stats.name} ({stats.depth} waiting, last start {idle:.0f}s ago)")
+    if stalled:
+        return CheckOutcome(False, f"nothing started for over {limit}s from {', '.join(stalled)}", {"queues": data})
+    return CheckOutcome(True, "every queue with messages is consumed", {"queues": data})
+
+
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
 
@@ -219,3 +246,4 @@ def register_platform_checks() -> None:
     register_check("outbox", check_outbox)
     register_check("dead_letters", check_dead_letters, required=False)
     register_check("queues", check_queues, required=False)
+    register_check("queue_consumption", check_queue_consumption, required=False)

@@ -71,6 +71,15 @@ WORKER_TASKS_ACTIVE = Gauge(
     multiprocess_mode="livesum",
 )
 
+# Not an exporter metric: what the stalled-consumption check and alert compare a queue's
+# waiting messages with. "max" over every process that wrote it, the dead included.
+QUEUE_LAST_STARTED = Gauge(
+    "platform_queue_last_task_started_timestamp_seconds",
+    "When a worker process last started a task from the queue (Unix time).",
+    ["queue"],
+    multiprocess_mode="max",
+)
+
 # The publishing host, as celery-exporter labels ``sent`` (read once: publishing is a hot path).
 _THIS_HOST = socket.gethostname()
 
@@ -141,6 +150,7 @@ def _on_revoked(sender: Any = None, request: Any = None, **kwargs: Any) -> None:
 def _on_prerun(task_id: str | None = None, task: Any = None, **kwargs: Any) -> None:
     labels = _task_labels(task)
     TASK_STARTED.labels(**labels).inc()
+    QUEUE_LAST_STARTED.labels(queue=labels["queue_name"]).set(time.time())
     WORKER_TASKS_ACTIVE.labels(hostname=labels["hostname"]).inc()
     if task_id:
         _started[task_id] = time.monotonic()
@@ -192,6 +202,16 @@ class ProcessMetricFiles(Collector):
     def collect(self) -> Iterable[Metric]:
         files = sorted(self.root.glob("*.db")) + sorted(self.root.glob("*/*.db"))
         return multiprocess.MultiProcessCollector.merge([str(f) for f in files], accumulate=True) if files else []
+
+
+def last_task_started_by_queue(root: Path) -> dict[str, float]:
+    """Queue -> Unix time a worker process writing under ``root`` last started a task from it."""
+    return {
+        sample.labels["queue"]: sample.value
+        for family in ProcessMetricFiles(root).collect()
+        if family.name == QUEUE_LAST_STARTED.describe()[0].name
+        for sample in family.samples
+    }
 
 
 def _on_worker_init(**kwargs: Any) -> None:

@@ -6,6 +6,8 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from celery import current_app
+from celery.utils.nodenames import host_format
 from django.conf import settings
 from django.urls import reverse
 from django.utils import timezone
@@ -13,8 +15,8 @@ from django.utils import timezone
 from tasks.models import BeatHeartbeat, DeadLetter, Outbox
 from tasks.monitoring import health
 from tasks.monitoring.health import CheckOutcome, register_check, registered_checks, run_checks, unregister_check
-from tests.support.monitoring import send_at
-from tests.support.processes import CeleryBeat, RedisServer
+from tests.support.monitoring import record_last_start, send_at
+from tests.support.processes import CeleryBeat, CeleryWorker, RedisServer, process_env
 from tests.support.waiting import wait_until
 
 REQUIRED = {"database", "broker", "workers", "beat", "outbox"}
@@ -61,6 +63,7 @@ def test_platform_checks_are_registered_at_startup():
     assert {name for name, required in names.items() if required} >= REQUIRED
     assert names["dead_letters"] is False
     assert names["queues"] is False
+    assert names["queue_consumption"] is False
 
 
 @pytest.fixture
@@ -174,6 +177,60 @@ def test_queues_check_fails_when_a_message_waits_too_long(redis_client, settings
     assert not outcome.healthy
     assert "low" in outcome.detail
     assert outcome.data["queues"]["low"]["depth"] == 1
+
+
+def test_queue_consumption_check_fails_when_messages_wait_and_nothing_started_from_the_queue(
+    redis_client, settings, monkeypatch, tmp_path
+):
+    settings.PROMETHEUS_METRICS_DIR = tmp_path
+    settings.HEALTH_QUEUE_STALLED_AFTER = 600
+    record_last_start(tmp_path, "low", seconds_ago=1200)
+    record_last_start(tmp_path / "worker-2", "high", seconds_ago=1)
+    send_at(monkeypatch, 900, queue="low")
+    send_at(monkeypatch, 900, queue="high")  # old, but tasks still start from it: a backlog, not a stall
+    send_at(monkeypatch, 900, queue="default")  # no worker here ever started from it: not judged
+
+    outcome = health.check_queue_consumption()
+
+    assert not outcome.healthy
+    assert "from low (1 waiting, last start 1200s ago)" in outcome.detail
+    assert "high" not in outcome.detail and "default" not in outcome.detail
+    assert outcome.data["queues"]["default"] == {"depth": 1, "seconds_since_last_start": None}
+
+
+def test_a_first_message_after_a_quiet_spell_is_not_taken_for_a_stall(redis_client, settings, monkeypatch, tmp_path):
+    settings.PROMETHEUS_METRICS_DIR = tmp_path
+    settings.HEALTH_QUEUE_STALLED_AFTER = 600
+    record_last_start(tmp_path, "low", seconds_ago=3600)
+    send_at(monkeypatch, 5, queue="low")
+
+    assert health.check_queue_consumption().healthy
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_workers_that_stay_up_but_stop_consuming_fail_the_consumption_check(redis_client, settings, tmp_path):
+    # The known failure: after a broker reconnect a worker answers pings and consumes nothing.
+    # cancel_consumer gives the same shape on purpose.
+    settings.HEALTH_QUEUE_STALLED_AFTER = 3
+    settings.PROMETHEUS_METRICS_DIR = tmp_path
+    with CeleryWorker(env=process_env(PROMETHEUS_MULTIPROC_DIR=str(tmp_path))) as worker:
+        node = [host_format(worker.hostname)]
+        current_app.send_task("tasks.ping").get(timeout=30)
+        assert health.check_queue_consumption().healthy
+        current_app.control.cancel_consumer("default", destination=node, reply=True)
+        current_app.send_task("tasks.ping")
+
+        def stalled():
+            outcome = health.check_queue_consumption()
+            return None if outcome.healthy else outcome
+
+        outcome = wait_until(stalled, timeout=30, message="the stall to be seen")
+        assert "from default (1 waiting" in outcome.detail
+        assert health.check_workers().healthy  # the worker still answers: only consumption tells
+
+        current_app.control.add_consumer("default", destination=node, reply=True)
+        wait_until(lambda: health.check_queue_consumption().healthy, timeout=30, message="consumption to resume")
 
 
 # --- /health/live and /health/ready --------------------------------------------------------

@@ -1,8 +1,6 @@
 """Task event metrics under celery-exporter's names, from real worker processes (multiprocess mode)."""
 
 import socket
-import subprocess
-import sys
 
 import pytest
 from celery import current_app
@@ -13,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tasks.monitoring.task_metrics import ProcessMetricFiles, host_of, reset_multiprocess_dir
 from tasks.monitoring.worker_presence import forget_workers
-from tests.support.monitoring import samples
+from tests.support.monitoring import record_in_another_process, samples
 from tests.support.processes import CeleryWorker, process_env
 from tests.support.waiting import wait_until
 
@@ -70,19 +68,11 @@ def test_a_publish_counts_as_sent_with_the_task_name_queue_and_this_host(redis_c
     assert REGISTRY.get_sample_value("celery_task_sent_total", labels) == before + 1
 
 
-def write_counter(directory, value: int) -> None:
-    """A process of another kind counting ``value`` sends into its own metrics directory."""
-    script = f"import prometheus_client as p; p.Counter('celery_task_sent', 'S', ['n']).labels(n='t').inc({value})"
-    directory.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [sys.executable, "-c", script], check=True, env={**process_env(), "PROMETHEUS_MULTIPROC_DIR": str(directory)}
-    )
-
-
 def test_the_files_of_every_process_kind_merge_into_one_family(tmp_path):
-    write_counter(tmp_path, 1)  # the worker writes into the directory itself
-    write_counter(tmp_path / "web", 2)
-    write_counter(tmp_path / "relay", 4)
+    sent = "p.Counter('celery_task_sent', 'Sent.', ['name']).labels(name='t').inc({})"
+    record_in_another_process(tmp_path, sent.format(1))  # the worker writes into the directory itself
+    record_in_another_process(tmp_path / "web", sent.format(2))
+    record_in_another_process(tmp_path / "relay", sent.format(4))
 
     families = [family for family in ProcessMetricFiles(tmp_path).collect() if family.name == "celery_task_sent"]
 
