@@ -18,6 +18,9 @@ class Outbox(models.Model):
     sent_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
+    trace_context = models.JSONField(
+        default=dict, blank=True, help_text="W3C trace context of the span that registered it; empty with tracing off."
+    )
 
     class Meta:
         verbose_name = "outbox message"
@@ -60,6 +63,9 @@ class Delivery(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     completed_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True, help_text="Why the last attempt to plan or send it failed.")
+    trace_context = models.JSONField(
+        default=dict, blank=True, help_text="W3C trace context every send of it continues; empty with tracing off."
+    )
 
     class Meta:
         verbose_name_plural = "deliveries"
