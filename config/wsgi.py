@@ -2,8 +2,13 @@
 
 import os
 
-from django.core.wsgi import get_wsgi_application
+import django
+from django.core.handlers.wsgi import WSGIHandler
+
+from tasks.monitoring.tracing import tracing_configure
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-
-application = get_wsgi_application()
+django.setup(set_prefix=False)
+# Before the handler loads its middleware: the Django instrumentation adds its own (when OTEL_* ask for tracing).
+tracing_configure(process="web")
+application = WSGIHandler()

@@ -1,6 +1,6 @@
 from django.apps import AppConfig
 
-from tasks.monitoring import publish_timestamps, task_metrics
+from tasks.monitoring import publish_timestamps, task_metrics, tracing
 from tasks.reliability import worker_connections
 
 
@@ -24,6 +24,7 @@ class TasksConfig(AppConfig):
         publisher.connect()
         publish_timestamps.connect()
         task_metrics.connect()
+        tracing.connect()
         worker_connections.connect()
         health.register_platform_checks()
         tasks.declare_schedules()

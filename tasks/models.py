@@ -18,8 +18,9 @@ class Outbox(models.Model):
     sent_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
+    # Nullable: a process of the release before it (a rolling deploy) inserts rows without it.
     trace_context = models.JSONField(
-        default=dict, blank=True, help_text="W3C trace context of the span that registered it; empty with tracing off."
+        null=True, blank=True, default=dict, help_text="W3C trace context of the span that registered it."
     )
 
     class Meta:
@@ -64,7 +65,7 @@ class Delivery(models.Model):
     completed_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True, help_text="Why the last attempt to plan or send it failed.")
     trace_context = models.JSONField(
-        default=dict, blank=True, help_text="W3C trace context every send of it continues; empty with tracing off."
+        null=True, blank=True, default=dict, help_text="W3C trace context every send of it continues."
     )
 
     class Meta:

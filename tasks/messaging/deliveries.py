@@ -24,6 +24,7 @@ from kombu.pools import ProducerPool
 
 from tasks.messages import Message
 from tasks.messaging.subscriptions import Subscription
+from tasks.messaging.trace_context import trace_context_capture, trace_context_restored
 from tasks.models import Delivery
 
 logger = logging.getLogger(__name__)
@@ -68,8 +69,10 @@ def _producer_pool() -> ProducerPool:
     return _pool[1]
 
 
-def deliveries_build(plan: Iterable[tuple[Message, Subscription]]) -> list[Delivery]:
-    """One pending, unsaved Delivery per (message, subscription)."""
+def deliveries_build(
+    plan: Iterable[tuple[Message, Subscription]], *, trace_context: dict[str, str] | None = None
+) -> list[Delivery]:
+    """One pending, unsaved Delivery per (message, subscription), continuing ``trace_context``."""
     now = timezone.now()
     return [
         Delivery(
@@ -81,18 +84,21 @@ def deliveries_build(plan: Iterable[tuple[Message, Subscription]]) -> list[Deliv
             task_id=str(uuid.uuid4()),
             sent_at=now,
             send_count=1,
+            trace_context=trace_context or {},
         )
         for message, subscription in plan
     ]
 
 
-def deliveries_plan(message: Message, plan: list[Subscription]) -> list[Delivery]:
+def deliveries_plan(
+    message: Message, plan: list[Subscription], *, trace_context: dict[str, str] | None = None
+) -> list[Delivery]:
     """The unsaved Delivery rows of one message: pending for each subscription in ``plan``, and
     for each whose predicate raised (``plan.failed``, see ``SubscriptionRegistry.async_wanted``)
     an unplanned row with the error, which the relay plans again."""
-    rows = deliveries_build([(message, s) for s in plan])
+    rows = deliveries_build([(message, s) for s in plan], trace_context=trace_context)
     for subscription, exc in getattr(plan, "failed", ()):
-        row = deliveries_build([(message, subscription)])[0]
+        row = deliveries_build([(message, subscription)], trace_context=trace_context)[0]
         row.status = Delivery.Status.UNPLANNED
         row.send_count = 0
         row.attempts = 1
@@ -111,7 +117,7 @@ def deliveries_record(plan: Iterable[tuple[Message, Subscription]]) -> list[Deli
 
     A relayed message may have been recorded already: the first record wins.
     """
-    rows = deliveries_build(plan)
+    rows = deliveries_build(plan, trace_context=trace_context_capture())
     deliveries_insert(rows)
     return rows
 
@@ -191,18 +197,21 @@ def _publish(rows: list[Delivery]) -> None:
     # building a Redis pipeline costs more CPU than the publish itself.
     with _producer_pool().acquire(block=True, timeout=5) as producer, _batch(producer, len(rows)):
         for row in rows:
-            app.send_task(
-                DELIVER_TASK,
-                args=(row.payload, row.handler),
-                queue=row.queue,
-                task_id=row.task_id,
-                producer=producer,
-                retry=False,
-                ignore_result=True,
-                # What Flower and the results show; spares Celery a saferepr of the payload.
-                argsrepr=f"({row.message_type} {row.message_id}, {row.handler})",
-                kwargsrepr="{}",
-            )
+            # Inside the registering span's context: the Celery instrumentation's publish span
+            # and the task's run span join the request's trace, whoever sends and whenever.
+            with trace_context_restored(row.trace_context):
+                app.send_task(
+                    DELIVER_TASK,
+                    args=(row.payload, row.handler),
+                    queue=row.queue,
+                    task_id=row.task_id,
+                    producer=producer,
+                    retry=False,
+                    ignore_result=True,
+                    # What Flower and the results show; spares Celery a saferepr of the payload.
+                    argsrepr=f"({row.message_type} {row.message_id}, {row.handler})",
+                    kwargsrepr="{}",
+                )
 
 
 def _batch(producer: Producer, size: int) -> contextlib.AbstractContextManager:

@@ -20,6 +20,7 @@ from tasks.messages import Message
 from tasks.messaging.brokers import RecordingBroker, get_recording_broker
 from tasks.messaging.deliveries import DispatchError, deliveries_plan, deliveries_to_send
 from tasks.messaging.round_trips import insert_together
+from tasks.messaging.trace_context import trace_context_capture, tracer
 from tasks.models import Delivery, Outbox
 
 logger = logging.getLogger(__name__)
@@ -35,16 +36,26 @@ def register_event(message: Message) -> None:
     if not isinstance(message, Message):
         raise TypeError(f"register_event takes a Message, not {type(message).__name__}")
     broker = get_recording_broker()
-    row = Outbox(message_id=message.message_id, message_type=message.message_name, payload=message.to_json())
-    # A predicate that raises gives an unplanned row (the relay plans it again), never no row.
-    deliveries = deliveries_plan(message, broker.async_plan(message))
-    # No savepoint of its own: one INSERT statement per table needs none, and it saves two
-    # round trips per event; the two INSERTs themselves go out as one query.
-    with transaction.atomic(savepoint=False):
-        insert_together(row, deliveries)
-        transaction.on_commit(
-            functools.partial(outbox_publish_after_commit, row.pk, message, deliveries_to_send(deliveries), broker)
+    with tracer.start_as_current_span(
+        f"register_event {message.message_name}", attributes={"messaging.message.id": str(message.message_id)}
+    ):
+        # Every send of this event, now or after an outage, continues from this span.
+        carrier = trace_context_capture()
+        row = Outbox(
+            message_id=message.message_id,
+            message_type=message.message_name,
+            payload=message.to_json(),
+            trace_context=carrier,
         )
+        # A predicate that raises gives an unplanned row (the relay plans it again), never no row.
+        deliveries = deliveries_plan(message, broker.async_plan(message), trace_context=carrier)
+        # No savepoint of its own: one INSERT statement per table needs none, and it saves two
+        # round trips per event; the two INSERTs themselves go out as one query.
+        with transaction.atomic(savepoint=False):
+            insert_together(row, deliveries)
+            transaction.on_commit(
+                functools.partial(outbox_publish_after_commit, row.pk, message, deliveries_to_send(deliveries), broker)
+            )
 
 
 def outbox_publish_after_commit(

@@ -75,7 +75,9 @@ def outbox_relay_once(*, grace: timedelta | None = None, batch_size: int | None 
                 # A savepoint where a predicate runs: its database error stays with its row. Not
                 # for the others: two statements per row were half of a catch-up's queries.
                 with transaction.atomic() if _runs_predicates(broker, message) else contextlib.nullcontext():
-                    planned[row.pk] = deliveries_plan(message, broker.async_plan(message))
+                    planned[row.pk] = deliveries_plan(
+                        message, broker.async_plan(message), trace_context=row.trace_context
+                    )
             except Exception as exc:
                 outbox_row_failed(row, exc)
         recorded = _record(planned)

@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from tasks.messaging.deliveries import DispatchError, deliveries_publish
 from tasks.messaging.relay import OUTBOX_DEAD_LETTER_TASK
+from tasks.messaging.trace_context import trace_context_capture, trace_link, tracer
 from tasks.models import DeadLetter, Delivery, Outbox
 from tasks.queues import DEFAULT
 from tasks.reliability.delivery_state import delivery_kill, delivery_requeue
@@ -115,12 +116,17 @@ def dead_letter_requeue(*, dead_letter: DeadLetter | int) -> Requeued:
         DeadLetter.objects.filter(pk=pk).update(
             status=DeadLetter.Status.REQUEUED, requeued_at=timezone.now(), requeue_count=F("requeue_count") + 1
         )
+    # A requeue is new work an operator started: a span of its own (in the admin request's
+    # trace), linked to the span that registered the event, and the delivery continues it.
+    original = delivery.trace_context if delivery is not None else None
     try:
-        if delivery is not None:
-            deliveries_publish([delivery])
-        elif locked.task_name != OUTBOX_DEAD_LETTER_TASK:
-            options = {"queue": locked.queue} if locked.queue else {}
-            current_app.send_task(locked.task_name, args=locked.args, kwargs=locked.kwargs, **options)
+        with tracer.start_as_current_span(f"requeue {locked.handler or locked.task_name}", links=trace_link(original)):
+            if delivery is not None:
+                _continue_trace_here(delivery)
+                deliveries_publish([delivery])
+            elif locked.task_name != OUTBOX_DEAD_LETTER_TASK:
+                options = {"queue": locked.queue} if locked.queue else {}
+                current_app.send_task(locked.task_name, args=locked.args, kwargs=locked.kwargs, **options)
     except Exception as exc:
         # Dead again so it can be requeued again; a delivery left pending is harmless to send twice.
         DeadLetter.objects.filter(pk=pk).update(status=DeadLetter.Status.DEAD)
@@ -129,6 +135,14 @@ def dead_letter_requeue(*, dead_letter: DeadLetter | int) -> Requeued:
         raise DispatchError(str(exc)) from exc
     logger.info("requeued dead letter %s (%s)", pk, locked.task_name)
     return Requeued.SENT
+
+
+def _continue_trace_here(delivery: Delivery) -> None:
+    """Later sends of ``delivery`` (the sweeper's) continue the current span, not the first trace."""
+    carrier = trace_context_capture()
+    if carrier:
+        delivery.trace_context = carrier
+        Delivery.objects.filter(pk=delivery.pk).update(trace_context=carrier)
 
 
 def _delivery_for_requeue(dead_letter: DeadLetter) -> Delivery | None:

@@ -29,6 +29,7 @@ from tasks.messages import Message, UnknownMessageShape, UnknownMessageType, mes
 from tasks.messaging.brokers import async_subscription_resolve
 from tasks.messaging.deliveries import DELIVER_TASK
 from tasks.messaging.subscriptions import Subscription
+from tasks.messaging.trace_context import tracer
 from tasks.reliability.dead_letters import FailedDelivery
 from tasks.reliability.delivery_requests import DeliverRequest
 from tasks.reliability.delivery_state import (
@@ -123,7 +124,11 @@ def delivery_run(
                 if not delivery_finish(**key, with_statements=with_done() if with_done else ()):
                     transaction.set_rollback(True)  # what ran with the mark, as if never run
                     return DUPLICATE
-                subscription.handler(message)
+                with tracer.start_as_current_span(
+                    f"handle {handler}",
+                    attributes={"messaging.message.id": str(message.message_id), "code.function": handler},
+                ):
+                    subscription.handler(message)
         except Exception:
             # A clean failure is a finish too; keep the sweeper off it while a retry waits.
             delivery_release(**key, retry_at=retry_time(settings.TASKS_RETRY_BACKOFF_MAX))

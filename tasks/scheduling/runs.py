@@ -24,6 +24,7 @@ from django.db.models.functions import Now
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from tasks.messaging.trace_context import tracer
 from tasks.models import BEAT_LEASE_NAME, BeatHeartbeat, ScheduledRun
 from tasks.scheduling.lease import BeatLease
 
@@ -110,7 +111,12 @@ def scheduled_run_send(*, run_id: int) -> bool:
         if run is None:
             return False
         try:
-            job_send(task=run.task, args=run.args, kwargs=run.kwargs, options=_send_options(run), task_id=run.task_id)
+            with tracer.start_as_current_span(
+                f"beat send {run.periodic_task_name}", attributes={"beat.due_at": run.due_at.isoformat()}
+            ):
+                job_send(
+                    task=run.task, args=run.args, kwargs=run.kwargs, options=_send_options(run), task_id=run.task_id
+                )
         except Exception as exc:
             logger.warning("could not send the run of %s due %s: %s", run.periodic_task_name, run.due_at, exc)
             ScheduledRun.objects.filter(pk=run.pk).update(attempts=F("attempts") + 1, last_error=str(exc)[:2000])

@@ -18,6 +18,7 @@ from django.conf import settings
 from django.db import OperationalError, transaction
 from django.utils import timezone
 
+from tasks.messaging.trace_context import tracer
 from tasks.models import StreamEntry
 from tasks.streams.sequencing import stream_cursor, stream_events_sequence
 from tasks.streams.sinks import StreamSinkUnavailable, sink_for
@@ -62,7 +63,10 @@ def _append_stream(stream: str, batch_size: int) -> int:
                     .order_by("position")[:batch_size]
                 )
                 if entries:
-                    sink_for(stream).append(stream, entries)
+                    with tracer.start_as_current_span(
+                        f"stream append {stream}", attributes={"messaging.batch.message_count": len(entries)}
+                    ):
+                        sink_for(stream).append(stream, entries)
                     StreamEntry.objects.filter(pk__in=[e.pk for e in entries]).update(appended_at=timezone.now())
         except OperationalError as exc:
             if "lock" not in str(exc).lower():

@@ -4,6 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from tasks.messaging.deliveries import DispatchError
 from tasks.messaging.relay import Relay
+from tasks.monitoring.tracing import tracing_configure
 from tasks.reliability.replanning import deliveries_replan
 from tasks.reliability.sweeper import StaleDeliverySweeper, deliveries_resend_stale
 from tasks.scheduling.runs import scheduled_runs_send_unsent
@@ -22,6 +23,7 @@ class Command(BaseCommand):
         parser.add_argument("--interval", type=float, default=None, help="seconds between passes")
 
     def handle(self, *args, **options):
+        tracing_configure(process="relay")
         if options["once"]:
             # One look at everything now: no throttle.
             relay = Relay(
