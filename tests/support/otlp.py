@@ -24,9 +24,12 @@ class ReceivedSpan:
 
 
 class OtlpReceiver:
-    """``with OtlpReceiver() as receiver``: ``receiver.url`` takes ``POST /v1/traces``."""
+    """``with OtlpReceiver() as receiver``: ``receiver.url`` takes ``POST /v1/traces``; it counts
+    the spans it received and, unless ``keep=False`` (a benchmark's stand-in), keeps them."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep: bool = True) -> None:
+        self.keep = keep
+        self.received = 0
         self.spans: list[ReceivedSpan] = []
         receiver = self
 
@@ -50,6 +53,9 @@ class OtlpReceiver:
 
     def _keep(self, request: ExportTraceServiceRequest) -> None:
         with self._lock:
+            self.received += sum(len(s.spans) for r in request.resource_spans for s in r.scope_spans)
+            if not self.keep:
+                return
             for resource_spans in request.resource_spans:
                 attributes = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
                 for scope_spans in resource_spans.scope_spans:
