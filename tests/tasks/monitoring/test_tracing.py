@@ -15,10 +15,12 @@ from tasks.messaging.relay import outbox_relay_once
 from tasks.models import DeadLetter, Delivery
 from tasks.monitoring.tracing import _exporters_from_environment, tracing_requested
 from tasks.reliability.dead_letters import dead_letter_requeue
+from tasks.transaction import register_event
 from tests.marketplace.factories import FANCY_BUTTON_SOURCE, UserFactory, issue_key
 from tests.support.api import API, bearer
 from tests.support.broker import broker_down
 from tests.support.deliveries import HANDLER, ItemStored, recorded_delivery
+from tests.support.ledger.handlers import LedgerEvent
 from tests.support.otlp import OtlpReceiver
 from tests.support.processes import CeleryWorker, process_env
 from tests.support.publisher import publisher_reset
@@ -60,6 +62,7 @@ def traced_worker():
             OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=receiver.url,
             OTEL_BSP_SCHEDULE_DELAY="100",
             OTEL_SERVICE_NAME="worker-under-test",
+            TASKS_RETRY_BACKOFF_MAX="1",
         )
         with CeleryWorker(env=env) as worker:
             yield receiver, worker
@@ -114,6 +117,26 @@ def test_the_trace_continues_when_the_broker_was_down_at_commit_and_the_relay_se
         assert outbox_relay_once(grace=timedelta(0)) == 1  # minutes later, in another span or none
 
         assert_one_trace_from_request_to_handler(memory, receiver, worker)
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_retry_stays_in_the_trace_of_the_request_that_registered_the_event(traced_worker, tmp_path):
+    receiver, worker = traced_worker
+    flag = tmp_path / "works-now"
+    handler = "tests.support.ledger.handlers.fail_until_flag"
+    with spans_in_memory():
+        with trace.get_tracer("tests").start_as_current_span("a request") as request:
+            register_event(LedgerEvent(key="retried", mode="transient", flag_path=str(flag)))
+        publisher_reset()
+        wait_until(lambda: receiver.named(f"handle {handler}"), timeout=60, message=lambda: worker.log()[-3000:])
+        flag.touch()
+        handled = wait_until(
+            lambda: len(receiver.named(f"handle {handler}")) >= 2 and receiver.named(f"handle {handler}"), timeout=60
+        )
+
+    assert {span.trace_id for span in handled} == {f"{request.get_span_context().trace_id:032x}"}
+    assert len(receiver.named("run/tasks.deliver")) >= 2
 
 
 @pytest.mark.django_db
