@@ -59,10 +59,21 @@ app.conf.update(
         "unacked_restore_interval": 5,
         "unacked_restore_throttle": 1,
         "unacked_mutex_expire": 30,
+        # Poll the queues in the order the worker consumes them (high, default, low), every
+        # time: high is always taken first. kombu's default round robin shares turns.
+        "queue_order_strategy": "priority",
     },
     result_backend_transport_options={"visibility_timeout": settings.CELERY_VISIBILITY_TIMEOUT},
     task_queues=[
-        Queue(name, Exchange(name, type="direct", durable=True), routing_key=name, durable=True) for name in QUEUES
+        Queue(
+            name,
+            Exchange(name, type="direct", durable=True),
+            routing_key=name,
+            durable=True,
+            # RabbitMQ orders a queue's messages by priority only if declared with x-max-priority.
+            max_priority=settings.TASK_QUEUE_MAX_PRIORITY or None,
+        )
+        for name in QUEUES
     ],
     task_routes=("tasks.queues.route_task",),
     task_default_queue=DEFAULT,

@@ -387,6 +387,13 @@ STREAMS_RABBITMQ_MESSAGE_TTL = env.int("STREAMS_RABBITMQ_MESSAGE_TTL", default=0
 STREAMS_RABBITMQ_MAX_PRIORITY = env.int("STREAMS_RABBITMQ_MAX_PRIORITY", default=0)
 STREAMS_RABBITMQ_QUORUM = env.bool("STREAMS_RABBITMQ_QUORUM", default=False)
 
+# RabbitMQ: the platform's queues are declared with x-max-priority (message priorities 0..9).
+# 0 declares them without it, for a broker whose queues were declared so before (RabbitMQ
+# refuses to redeclare a queue with other arguments; README "Priorities" has the upgrade).
+TASK_QUEUE_MAX_PRIORITY = env.int("TASK_QUEUE_MAX_PRIORITY", default=9)
+if not 0 <= TASK_QUEUE_MAX_PRIORITY <= 255:
+    raise ImproperlyConfigured("TASK_QUEUE_MAX_PRIORITY must be between 0 and 255.")
+
 # LOG_FORMAT: "text" (readable, the default) or "json" (one object per line, for log shippers).
 LOG_FORMAT = env.str("LOG_FORMAT", default="text")
 if LOG_FORMAT not in ("text", "json"):

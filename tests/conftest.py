@@ -9,8 +9,10 @@ from collections.abc import Iterator
 import pytest
 import redis as redis_lib
 
+from config.celery_app import app
 from tests.support.processes import CeleryWorker
 from tests.support.publisher import publisher_reset
+from tests.support.queues import purge_platform_queues
 
 
 @pytest.fixture
@@ -37,6 +39,24 @@ def fresh_publisher() -> Iterator[None]:
     and each test starts with a new publisher."""
     yield
     publisher_reset()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def platform_queues_as_declared() -> None:
+    """On RabbitMQ, the platform's queues declared as this code declares them: a vhost an older
+    release used holds them with other arguments (no x-max-priority), and RabbitMQ refuses to
+    declare a queue again with different ones. The tests own their vhost, so they start afresh."""
+    if not app.conf.broker_url.startswith("amqp"):
+        return
+    with app.connection_for_write() as connection:
+        for queue in app.conf.task_queues:
+            queue(connection.default_channel).delete()
+
+
+@pytest.fixture
+def clean_broker_queues(transactional_db, redis_client) -> None:
+    """No message left over in the platform's queues, on Redis or RabbitMQ."""
+    purge_platform_queues()
 
 
 @pytest.fixture

@@ -10,16 +10,7 @@ import redis
 
 from config.celery_app import app
 from tests.support.processes import process_env
-
-
-def purge_platform_queues() -> None:
-    """Empty the three queues on whichever broker the tests use (Redis or RabbitMQ)."""
-    with app.connection_for_write() as connection:
-        channel = connection.default_channel
-        for queue in app.conf.task_queues:
-            bound = queue(channel)
-            bound.declare()
-            bound.purge()
+from tests.support.queues import purge_platform_queues
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Read the Celery task messages waiting in a Redis queue, as a worker would receive them."""
+"""The platform's queues in tests: read the messages waiting in a Redis queue as a worker would
+receive them; empty the queues on either broker."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 
 import redis as redis_lib
 
+from config.celery_app import app
 from tasks.messaging.publisher import publisher_flush
 
 
@@ -36,3 +38,13 @@ def queued_messages(redis_client: redis_lib.Redis, queue: str) -> list[dict]:
             }
         )
     return messages
+
+
+def purge_platform_queues() -> None:
+    """Empty the three queues on whichever broker the tests use (Redis or RabbitMQ)."""
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        for queue in app.conf.task_queues:
+            bound = queue(channel)
+            bound.declare()
+            bound.purge()
