@@ -394,6 +394,19 @@ TASK_QUEUE_MAX_PRIORITY = env.int("TASK_QUEUE_MAX_PRIORITY", default=9)
 if not 0 <= TASK_QUEUE_MAX_PRIORITY <= 255:
     raise ImproperlyConfigured("TASK_QUEUE_MAX_PRIORITY must be between 0 and 255.")
 
+# Seconds work may wait in a queue before it expires (a dead letter "expired" instead of a run):
+# "low=3600,default=600"; a queue not named never expires its work. Deliveries count from their
+# creation, other tasks from their publish.
+try:
+    QUEUE_EXPIRES = {queue: int(seconds) for queue, seconds in env.dict("QUEUE_EXPIRES", default={}).items()}
+except ValueError as exc:
+    raise ImproperlyConfigured(f"QUEUE_EXPIRES must read queue=seconds,...: {exc}") from exc
+if any(seconds <= 0 for seconds in QUEUE_EXPIRES.values()):
+    raise ImproperlyConfigured("QUEUE_EXPIRES values must be seconds above 0.")
+# A periodic run expires when the next run of its schedule is due (unless the schedule sets its
+# own expiry): a run that waited that long is not worth running next to the next one.
+SCHEDULE_RUNS_EXPIRE_AT_NEXT_DUE = env.bool("SCHEDULE_RUNS_EXPIRE_AT_NEXT_DUE", default=True)
+
 # LOG_FORMAT: "text" (readable, the default) or "json" (one object per line, for log shippers).
 LOG_FORMAT = env.str("LOG_FORMAT", default="text")
 if LOG_FORMAT not in ("text", "json"):

@@ -18,6 +18,7 @@ class TasksConfig(AppConfig):
         from tasks import tasks  # noqa: PLC0415
         from tasks.messaging import publisher  # noqa: PLC0415
         from tasks.monitoring import health  # noqa: PLC0415
+        from tasks.reliability import expiry  # noqa: PLC0415
         from tasks.scheduling import history  # noqa: PLC0415
 
         history.connect()
@@ -26,5 +27,6 @@ class TasksConfig(AppConfig):
         task_metrics.connect()
         tracing.connect()
         worker_connections.connect()
+        expiry.connect()
         health.register_platform_checks()
         tasks.declare_schedules()

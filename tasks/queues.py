@@ -8,9 +8,12 @@ decides: RabbitMQ queues are declared with ``x-max-priority``, Redis keeps one l
 step. ``broker_priority`` turns a platform priority into the value the broker in use expects.
 """
 
+from datetime import datetime, timedelta
 from typing import Any
 
 from celery import current_app
+from django.conf import settings
+from django.utils import timezone
 
 HIGH_PRIORITY = "high"
 DEFAULT = "default"
@@ -28,6 +31,7 @@ __all__ = [
     "PRIORITY_MAX",
     "QUEUES",
     "broker_priority",
+    "queue_deadline",
     "route_task",
     "validate_queue",
 ]
@@ -66,3 +70,12 @@ def broker_priority(priority: int, *, broker_url: str | None = None) -> int:
     if url.split(":", 1)[0] in ("redis", "rediss", "sentinel"):
         return PRIORITY_MAX - clamped
     return clamped
+
+
+def queue_deadline(queue: str, *, since: datetime | None = None) -> datetime | None:
+    """When work on ``queue`` published (or, for a delivery, created) at ``since`` expires:
+    ``QUEUE_EXPIRES`` seconds later; None when the queue sets no expiry."""
+    seconds = settings.QUEUE_EXPIRES.get(queue)
+    if not seconds:
+        return None
+    return (since or timezone.now()) + timedelta(seconds=seconds)

@@ -26,6 +26,7 @@ from tasks.messages import Message
 from tasks.messaging.subscriptions import Subscription
 from tasks.messaging.trace_context import trace_context_capture, trace_context_restored
 from tasks.models import Delivery
+from tasks.queues import queue_deadline
 
 logger = logging.getLogger(__name__)
 
@@ -208,6 +209,8 @@ def _publish(rows: list[Delivery]) -> None:
                     producer=producer,
                     retry=False,
                     ignore_result=True,
+                    # From the delivery's creation: a re-send after an outage keeps the first deadline.
+                    expires=queue_deadline(row.queue, since=row.created_at),
                     # What Flower and the results show; spares Celery a saferepr of the payload.
                     argsrepr=f"({row.message_type} {row.message_id}, {row.handler})",
                     kwargsrepr="{}",

@@ -71,6 +71,11 @@ WORKER_TASKS_ACTIVE = Gauge(
     multiprocess_mode="livesum",
 )
 
+# Not an exporter metric: work whose deadline passed before it ran (each one a dead letter).
+TASKS_EXPIRED = Counter(
+    "platform_tasks_expired", "Tasks not run because they expired first (dead-lettered).", ["name", "queue"]
+)
+
 # Not an exporter metric: what the stalled-consumption check and alert compare a queue's
 # waiting messages with. "max" over every process that wrote it, the dead included.
 QUEUE_LAST_STARTED = Gauge(
@@ -143,8 +148,11 @@ def _on_rejected(sender: Any = None, message: Any = None, **kwargs: Any) -> None
     ).inc()
 
 
-def _on_revoked(sender: Any = None, request: Any = None, **kwargs: Any) -> None:
-    TASK_REVOKED.labels(**_labels(getattr(sender, "name", None) or sender, request)).inc()
+def _on_revoked(sender: Any = None, request: Any = None, expired: bool = False, **kwargs: Any) -> None:
+    labels = _labels(getattr(sender, "name", None) or sender, request)
+    TASK_REVOKED.labels(**labels).inc()
+    if expired:
+        TASKS_EXPIRED.labels(name=labels["name"], queue=labels["queue_name"]).inc()
 
 
 def _on_prerun(task_id: str | None = None, task: Any = None, **kwargs: Any) -> None:

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from celery import schedules as celery_schedules
+from django.conf import settings
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
@@ -22,6 +23,21 @@ def schedule_due_at(schedule: Any, last_run_at: datetime) -> datetime:
     if isinstance(schedule, celery_schedules.schedule):
         return last_run_at + schedule.run_every
     return timezone.now() + schedule.remaining_estimate(last_run_at)
+
+
+def run_expires(schedule: Any, due_at: datetime, *, own: Any = None) -> Any:
+    """When the run due at ``due_at`` expires: the schedule's own expiry (``own``) if it sets one,
+    else when its next run is due (``SCHEDULE_RUNS_EXPIRE_AT_NEXT_DUE``), else never (None).
+
+    A run still waiting when the next is due would run twice in a row; it becomes a dead letter
+    "expired" instead (``tasks.reliability.expiry``), and the next run does the work.
+    """
+    if own is not None or not settings.SCHEDULE_RUNS_EXPIRE_AT_NEXT_DUE:
+        return own
+    try:
+        return schedule_due_at(schedule, due_at)
+    except Exception:  # a schedule Celery cannot evaluate: no expiry rather than no run
+        return None
 
 
 def periodic_task_next_run(task: PeriodicTask, *, now: datetime | None = None) -> datetime | None:

@@ -33,6 +33,7 @@ from tasks.scheduling.entry import PlatformEntry
 from tasks.scheduling.history import schedule_change_context
 from tasks.scheduling.lease import RENEW_INTERVAL, BeatLease
 from tasks.scheduling.mirror import ScheduleMirror
+from tasks.scheduling.next_run import run_expires
 from tasks.scheduling.policies import skip_reason
 from tasks.scheduling.runs import scheduled_run_record, scheduled_run_send, scheduled_run_unsent
 
@@ -155,14 +156,19 @@ class PlatformScheduler(ScheduleMirror, DatabaseScheduler):
                 self._schedule[entry.name] = following
                 self._persist(following)
                 return following, False
+            due_at = entry.due_at() or timezone.now().replace(microsecond=0)
             run, created = scheduled_run_record(
                 lease=self.lease,
                 periodic_task_name=entry.name,
-                due_at=entry.due_at() or timezone.now().replace(microsecond=0),
+                due_at=due_at,
                 task=entry.task,
                 args=list(entry.args),
                 kwargs=dict(entry.kwargs),
-                options={**entry.options, "headers": {**entry.options.get("headers", {}), "celery_beat_task": True}},
+                options={
+                    **entry.options,
+                    "expires": run_expires(entry.schedule, due_at, own=entry.options.get("expires")),
+                    "headers": {**entry.options.get("headers", {}), "celery_beat_task": True},
+                },
             )
         except (DatabaseError, InterfaceError):
             logger.exception("PlatformScheduler: database unavailable; %s waits for it", entry.name)

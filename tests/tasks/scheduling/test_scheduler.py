@@ -17,7 +17,7 @@ from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask, PeriodicTasks
 from django_celery_results.models import TaskResult
 
-from tasks.models import ScheduleChange, SchedulePolicy
+from tasks.models import ScheduleChange, ScheduledRun, SchedulePolicy
 from tasks.scheduling.scheduler import PlatformScheduler
 from tests.support.schedule_tasks import SLOW
 from tests.support.scheduling import lock_row, messages
@@ -170,6 +170,34 @@ def test_misfire_run_once_sends_one_run_for_all_missed_ones(make_scheduler, sche
     assert len(sent) == 1
     assert "PlatformScheduler: catching up missed run of catcher (misfire policy run_once)" in messages(scheduler_log)
     assert PeriodicTask.objects.get(name="catcher").total_run_count == 3
+
+
+# --- Expiry of periodic runs ---------------------------------------------------------------
+def recorded_expiry(name: str) -> str | None:
+    return ScheduledRun.objects.get(periodic_task_name=name).options.get("expires")
+
+
+def test_a_periodic_run_expires_when_the_next_run_of_its_schedule_is_due(make_scheduler):
+    periodic_task("every-ten", every=10)
+    ran_before("every-ten", seconds_ago=12)
+    make_scheduler("host-a:1").tick()
+
+    run = ScheduledRun.objects.get(periodic_task_name="every-ten")
+    assert datetime.fromisoformat(run.options["expires"]) == run.due_at + timedelta(seconds=10)
+
+
+def test_a_schedules_own_expiry_wins_and_the_setting_turns_the_default_off(make_scheduler, settings):
+    periodic_task("own-expiry", every=10, expire_seconds=3)
+    ran_before("own-expiry", seconds_ago=12)
+    settings.SCHEDULE_RUNS_EXPIRE_AT_NEXT_DUE = False
+    periodic_task("no-expiry", every=10)
+    ran_before("no-expiry", seconds_ago=12)
+    scheduler = make_scheduler("host-a:1")
+    for _ in range(3):  # one due run per tick
+        scheduler.tick()
+
+    assert recorded_expiry("own-expiry") == 3
+    assert recorded_expiry("no-expiry") is None
 
 
 def test_beat_disabling_an_expired_schedule_is_recorded_as_beat(make_scheduler):
