@@ -386,6 +386,8 @@ STREAMS_CONSUMER_SEEN_TTL = env.int("STREAMS_CONSUMER_SEEN_TTL", default=7 * 864
 STREAMS_RABBITMQ_MESSAGE_TTL = env.int("STREAMS_RABBITMQ_MESSAGE_TTL", default=0)
 STREAMS_RABBITMQ_MAX_PRIORITY = env.int("STREAMS_RABBITMQ_MAX_PRIORITY", default=0)
 STREAMS_RABBITMQ_QUORUM = env.bool("STREAMS_RABBITMQ_QUORUM", default=False)
+# A consumer group with work that acknowledged nothing this long fails the optional "streams" check.
+STREAMS_STUCK_GROUP_MINUTES = env.float("STREAMS_STUCK_GROUP_MINUTES", default=10)
 
 # RabbitMQ: the platform's queues are declared with x-max-priority (message priorities 0..9).
 # 0 declares them without it, for a broker whose queues were declared so before (RabbitMQ

@@ -24,6 +24,7 @@ from tasks.monitoring.deadline import call_concurrently
 from tasks.monitoring.queue_stats import queue_stats
 from tasks.monitoring.task_metrics import last_task_started_by_queue
 from tasks.scheduling.lease import beat_lateness, beat_status
+from tasks.streams.stats import stream_stats
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 
@@ -233,6 +234,23 @@ def check_queue_consumption() -> CheckOutcome:
     return CheckOutcome(True, "every queue with messages is consumed", {"queues": data})
 
 
+def check_stream_groups() -> CheckOutcome:
+    """Every consumer group of the Redis streams makes progress (``tasks.streams.stats``)."""
+    streams = stream_stats()
+    data = {"streams": [stream.as_dict() for stream in streams]}
+    stuck = [
+        f"{stream.name}/{group.name} ({group.lag or 0} behind, {group.pending} pending, "
+        f"nothing acknowledged for {group.seconds_without_progress:.0f}s)"
+        for stream in streams
+        for group in stream.groups
+        if group.stuck
+    ]
+    if stuck:
+        return CheckOutcome(False, "stuck consumer groups: " + ", ".join(stuck), data)
+    groups = sum(len(stream.groups) for stream in streams)
+    return CheckOutcome(True, f"{len(streams)} stream(s), {groups} group(s) making progress", data)
+
+
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
 
@@ -247,3 +265,4 @@ def register_platform_checks() -> None:
     register_check("dead_letters", check_dead_letters, required=False)
     register_check("queues", check_queues, required=False)
     register_check("queue_consumption", check_queue_consumption, required=False)
+    register_check("streams", check_stream_groups, required=False)

@@ -22,6 +22,7 @@ from tasks.monitoring.queue_stats import QueueStats, queue_stats
 from tasks.monitoring.worker_presence import WorkerPresence, worker_presence
 from tasks.queues import QUEUES
 from tasks.scheduling.lease import beat_status
+from tasks.streams.stats import StreamStats, stream_stats
 
 
 def _database_facts() -> dict:
@@ -37,7 +38,7 @@ class PlatformCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         outcomes = call_concurrently(
-            {"broker": queue_stats, "database": _database_facts, "workers": worker_presence},
+            {"broker": queue_stats, "database": _database_facts, "workers": worker_presence, "streams": stream_stats},
             timeout=settings.HEALTH_CHECK_TIMEOUT,
         )
         up = GaugeMetricFamily(
@@ -65,6 +66,8 @@ class PlatformCollector(Collector):
 
         if outcomes["workers"].ok:
             yield from _celery_worker_metrics(outcomes["workers"].value)
+        if outcomes["streams"].ok:
+            yield from _stream_metrics(outcomes["streams"].value)
 
         database = outcomes["database"]
         if database.ok:
@@ -119,3 +122,42 @@ def _celery_worker_metrics(presence: WorkerPresence) -> Iterator[Metric]:
         processes.add_metric([queue], presence.processes_per_queue.get(queue, 0))
     yield workers
     yield processes
+
+
+def _stream_metrics(streams: list[StreamStats]) -> Iterator[Metric]:
+    length = GaugeMetricFamily("platform_stream_length", "Entries in the stream.", labels=["stream"])
+    per_group = ["stream", "group"]
+    families = {
+        "pending": GaugeMetricFamily(
+            "platform_stream_group_pending",
+            "Entries delivered to the group, not acknowledged.",
+            labels=per_group,
+        ),
+        "lag": GaugeMetricFamily(
+            "platform_stream_group_lag", "Entries not yet delivered to the group.", labels=per_group
+        ),
+        "oldest_pending_seconds": GaugeMetricFamily(
+            "platform_stream_group_oldest_pending_seconds",
+            "Seconds since the oldest pending entry was last delivered.",
+            labels=per_group,
+        ),
+        "dead_letters": GaugeMetricFamily(
+            "platform_stream_group_dead_letters",
+            "Entries in the group's dead-letter stream.",
+            labels=per_group,
+        ),
+        "seconds_without_progress": GaugeMetricFamily(
+            "platform_stream_group_seconds_without_progress",
+            "Seconds since the group last acknowledged an entry (or read one).",
+            labels=per_group,
+        ),
+    }
+    for stream in streams:
+        length.add_metric([stream.name], stream.length)
+        for group in stream.groups:
+            for attribute, family in families.items():
+                value = getattr(group, attribute)
+                if value is not None:
+                    family.add_metric([stream.name, group.name], value)
+    yield length
+    yield from families.values()

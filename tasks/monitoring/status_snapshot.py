@@ -18,6 +18,7 @@ from tasks.monitoring import selectors
 from tasks.monitoring.deadline import CallOutcome, call_concurrently
 from tasks.monitoring.queue_stats import QueueStats, queue_stats
 from tasks.scheduling.lease import BeatStatus, beat_status
+from tasks.streams.stats import StreamStats, stream_stats
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,8 @@ class PlatformSnapshot:
     workers_error: str = ""
     queues: list[QueueStats] = field(default_factory=list)
     queues_error: str = ""
+    streams: list[StreamStats] = field(default_factory=list)
+    streams_error: str = ""
     beat: BeatStatus | None = None
     outbox: selectors.OutboxBacklog | None = None
     dead_letter_count: int = 0
@@ -73,7 +76,7 @@ def take_snapshot(*, now: datetime | None = None) -> PlatformSnapshot:
     """The platform's state now: workers, queues, Beat, outbox, dead letters, failures, schedules."""
     now = now or timezone.now()
     broker = call_concurrently(
-        {"stats": _inspect_stats, "active": _inspect_active, "queues": queue_stats},
+        {"stats": _inspect_stats, "active": _inspect_active, "queues": queue_stats, "streams": stream_stats},
         timeout=settings.STATUS_BROKER_TIMEOUT,
     )
     snapshot = PlatformSnapshot(taken_at=now)
@@ -85,6 +88,10 @@ def take_snapshot(*, now: datetime | None = None) -> PlatformSnapshot:
         snapshot.queues = broker["queues"].value
     else:
         snapshot.queues_error = _error(broker["queues"])
+    if broker["streams"].ok:
+        snapshot.streams = broker["streams"].value
+    else:
+        snapshot.streams_error = _error(broker["streams"])
     snapshot.beat = beat_status(now=now)
     snapshot.outbox = selectors.outbox_backlog(now=now)
     snapshot.dead_letter_count = selectors.dead_letter_count()
