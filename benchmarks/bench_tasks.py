@@ -64,3 +64,14 @@ def raw_noop_untracked(key: str) -> None:
 def raw_noop_ignored(key: str) -> None:
     """Fire-and-forget raw Celery, as most production users run it: no result row at all."""
     record_start(key)
+
+
+@dataclass(frozen=True)
+class BenchStreamed(Message):
+    """An event of the streams benchmark: appended to ``bench.items``, no handler."""
+
+    stream = "bench.items"
+    stream_key = "key"
+
+    key: str
+    n: int

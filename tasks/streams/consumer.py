@@ -31,6 +31,7 @@ import contextlib
 import json
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -64,6 +65,10 @@ class SeenStore(Protocol):
 
     def remember(self, message_id: str) -> None: ...
 
+    def seen_many(self, message_ids: list[str]) -> list[bool]:
+        """``seen`` of each, at once (one round trip where the store is remote)."""
+        ...
+
     def count_delivery(self, message_id: str) -> int:
         """Count one more delivery of ``message_id`` and return the count (RabbitMQ classic queues)."""
         ...
@@ -80,6 +85,9 @@ class MemorySeen:
     def seen(self, message_id: str) -> bool:
         return message_id in self._seen
 
+    def seen_many(self, message_ids: list[str]) -> list[bool]:
+        return [self.seen(message_id) for message_id in message_ids]
+
     def remember(self, message_id: str) -> None:
         self._seen[message_id] = None
         self._deliveries.pop(message_id, None)
@@ -95,21 +103,56 @@ class MemorySeen:
 
 
 class RedisSeen:
-    """Message ids in Redis under ``namespace`` for ``ttl`` seconds: shared by a group's consumers."""
+    """Message ids in Redis under ``namespace`` for ``ttl`` seconds (at least): shared by a group's
+    consumers.
+
+    Ids go into one set per time bucket (``<namespace>:seen:<bucket>``, ``BUCKETS`` buckets span
+    ``ttl``), each expiring once its ids are older than ``ttl``: a batch of ids is looked up with
+    one ``SMISMEMBER`` per bucket and remembered with one ``SADD``, not a key per id, so the
+    bookkeeping of a batch costs a few commands whatever its size.
+    """
+
+    BUCKETS = 8
 
     def __init__(self, client: redis.Redis, *, namespace: str, ttl: int = 7 * 86400) -> None:
         self.client = client
         self.namespace = namespace
         self.ttl = ttl
+        self.width = max(1, -(-ttl // self.BUCKETS))  # seconds per bucket, rounded up
+
+    def _bucket(self, at: float) -> int:
+        return int(at // self.width)
+
+    def _live_buckets(self) -> list[str]:
+        # The current bucket and every earlier one that can still hold an id younger than ttl.
+        now = self._bucket(time.time())
+        return [f"{self.namespace}:seen:{b}" for b in range(now - self.BUCKETS, now + 1)]
 
     def seen(self, message_id: str) -> bool:
-        return bool(self.client.exists(f"{self.namespace}:seen:{message_id}"))
+        return self.seen_many([message_id])[0]
+
+    def seen_many(self, message_ids: list[str]) -> list[bool]:
+        pipe = self.client.pipeline(transaction=False)
+        for key in self._live_buckets():
+            pipe.smismember(key, message_ids)
+        found = [False] * len(message_ids)
+        for flags in pipe.execute():
+            found = [was or bool(flag) for was, flag in zip(found, flags, strict=True)]
+        return found
 
     def remember(self, message_id: str) -> None:
         pipe = self.client.pipeline(transaction=True)
-        pipe.set(f"{self.namespace}:seen:{message_id}", 1, ex=self.ttl)
+        self.remember_in(pipe, [message_id])
         pipe.delete(f"{self.namespace}:deliveries:{message_id}")
         pipe.execute()
+
+    def remember_in(self, pipe: Any, message_ids: list[str]) -> None:
+        """Queue ``remember`` of ``message_ids`` on ``pipe``: it commits with what else it holds."""
+        now = time.time()
+        key = f"{self.namespace}:seen:{self._bucket(now)}"
+        pipe.sadd(key, *message_ids)
+        # The bucket's newest id may be added at its very end: keep it ttl past that.
+        pipe.expireat(key, int((self._bucket(now) + 1) * self.width + self.ttl))
 
     def count_delivery(self, message_id: str) -> int:
         key = f"{self.namespace}:deliveries:{message_id}"
@@ -205,11 +248,42 @@ class RedisStreamConsumer(_Loop):
             self.group, self.consumer, {self.stream: ">"}, count=self.batch, block=None if claimed else self.block_ms
         )
         for _stream, entries in reply or []:
-            for entry_id, fields in entries:
-                if self.stopping:
-                    # Read but not handled: it stays pending and is claimed after claim_idle.
-                    return done
-                done += self._handle(entry_id, fields, 1)
+            done += self._handle_batch(entries)
+        return done
+
+    def _handle_batch(self, entries: list[tuple[Any, Any]]) -> int:
+        """Handle entries read for the first time, with a batch's round trips: one look for copies
+        handled before, one MULTI that marks the handled ones seen and acknowledges them (and the
+        copies). An entry whose handler raised is left pending, as ``_handle`` leaves it.
+
+        What a consumer handled and then died before acknowledging is claimed and handled again
+        by another (at least once); a copy of an acknowledged event is dropped by its message id.
+        """
+        parsed = [(entry_id, fields, self._parse(entry_id, fields, 1)) for entry_id, fields in entries]
+        events = [(entry_id, fields, event) for entry_id, fields, event in parsed if event is not None]
+        copies = self.seen.seen_many([event.message_id for _, _, event in events]) if events else []
+        done = len(parsed) - len(events)  # settled by _parse (gone, malformed)
+        settled, handled, handled_ids = [], [], set()
+        for (entry_id, fields, event), copy in zip(events, copies, strict=True):
+            if self.stopping:
+                break  # read but not handled: it stays pending and is claimed after claim_idle
+            if copy or event.message_id in handled_ids:
+                settled.append(entry_id)  # handled before, or earlier in this batch
+                done += 1
+            elif self._run_handler(entry_id, fields, event, 1):
+                handled.append((entry_id, event.message_id))
+                handled_ids.add(event.message_id)
+                done += 1
+            elif self.max_deliveries == 1:
+                done += 1  # dead-lettered at once
+        if settled or handled:
+            pipe = self.client.pipeline(transaction=True)
+            if handled:
+                self._remember_in(pipe, [message_id for _, message_id in handled])
+            ids = settled + [entry_id for entry_id, _ in handled]
+            pipe.xack(self.stream, self.group, *ids)
+            pipe.hdel(self.errors_key, *ids)
+            pipe.execute()
         return done
 
     def run(self) -> None:
@@ -255,9 +329,24 @@ class RedisStreamConsumer(_Loop):
         return [(entry_id, fields, counts[entry_id]) for entry_id, fields in entries if entry_id in counts]
 
     def _handle(self, entry_id: Any, fields: Mapping[Any, Any] | None, deliveries: int) -> int:
-        event = self._admit(entry_id, fields, deliveries)
+        event = self._parse(entry_id, fields, deliveries)
         if event is None:
             return 1
+        if self.seen.seen(event.message_id):
+            self._ack(entry_id)
+            return 1
+        if not self._run_handler(entry_id, fields, event, deliveries):
+            return 1 if deliveries >= self.max_deliveries else 0  # dead-lettered, or left pending
+        pipe = self.client.pipeline(transaction=True)
+        self._remember_in(pipe, [event.message_id])
+        pipe.xack(self.stream, self.group, entry_id)
+        pipe.hdel(self.errors_key, entry_id)
+        pipe.execute()
+        return 1
+
+    def _run_handler(self, entry_id: Any, fields: Mapping[Any, Any], event: StreamEvent, deliveries: int) -> bool:
+        """True if the handler returned. If it raised, the entry stays pending with its error
+        (claimed again after claim_idle), or goes to the dead-letter stream at the cap."""
         try:
             self.handler(event)
         except Exception as exc:
@@ -268,17 +357,22 @@ class RedisStreamConsumer(_Loop):
             )  # fmt: skip
             if deliveries >= self.max_deliveries:
                 self._dead_letter(entry_id, fields, deliveries, error)
-                return 1
-            # Left pending: claimed again (by any consumer of the group) after claim_idle.
-            self.client.hset(self.errors_key, event.entry_id, error)
-            return 0
-        self.seen.remember(event.message_id)
-        self._ack(entry_id)
-        return 1
+            else:
+                self.client.hset(self.errors_key, event.entry_id, error)
+            return False
+        return True
 
-    def _admit(self, entry_id: Any, fields: Mapping[Any, Any] | None, deliveries: int) -> StreamEvent | None:
-        """The event to hand to the handler, or None when the entry was settled here: gone,
-        malformed or over the cap (dead-lettered), or handled before (acked)."""
+    def _remember_in(self, pipe: Any, message_ids: list[str]) -> None:
+        remember_in = getattr(self.seen, "remember_in", None)
+        if remember_in is not None:
+            remember_in(pipe, message_ids)  # in the same MULTI as the ack
+        else:
+            for message_id in message_ids:
+                self.seen.remember(message_id)
+
+    def _parse(self, entry_id: Any, fields: Mapping[Any, Any] | None, deliveries: int) -> StreamEvent | None:
+        """The event to consider, or None when the entry was settled here: gone (acked),
+        malformed or over the cap (dead-lettered)."""
         entry = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
         if fields is None:
             self._ack(entry_id)
@@ -296,9 +390,6 @@ class RedisStreamConsumer(_Loop):
                 f"delivered {deliveries - 1} times without an ack (last error: {reason}; a consumer that died "
                 f"or hung handling it leaves no error)",
             )  # fmt: skip
-            return None
-        if self.seen.seen(event.message_id):
-            self._ack(entry_id)
             return None
         return event
 
