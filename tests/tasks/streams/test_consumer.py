@@ -252,6 +252,32 @@ def test_rabbitmq_a_message_that_outlives_the_queue_ttl_goes_to_the_dlq_as_expir
     assert json.loads(dead[0].body)["key"] == "late"
 
 
+def test_rabbitmq_a_consumer_queue_with_a_maximum_priority_hands_over_the_urgent_message_first(rabbitmq_groups):
+    stream = f"tests.rmq-{uuid.uuid4().hex[:8]}"
+    order = []
+    c = RabbitMQConsumer(RABBITMQ_URL, stream=stream, group="g", handler=lambda e: order.append(e.key), max_priority=9)
+    rabbitmq_groups.append(c)
+    c.declare()  # the backlog waits in the queue before anyone consumes
+    with Connection(RABBITMQ_URL, connect_timeout=5, transport_options={"confirm_publish": True}) as conn:
+        producer = Producer(conn.default_channel)
+        exchange = Exchange(exchange_name(stream), "topic", durable=True)
+        for key, priority in [*((f"backlog-{n}", 0) for n in range(50)), ("urgent", 9)]:
+            body = amqp_body(key=key)
+            producer.publish(
+                json.dumps(body).encode(), exchange=exchange, routing_key=f"{stream}.{key}", priority=priority,
+                delivery_mode=2, content_type="application/json", content_encoding="utf-8",
+                message_id=body["message_id"], declare=[exchange],
+            )  # fmt: skip
+    thread = run_in_thread(c)
+    try:
+        wait_until(lambda: len(order) == 51, timeout=15)
+    finally:
+        c.stop()
+        thread.join(timeout=10)
+
+    assert order[0] == "urgent"
+
+
 def test_a_quorum_queue_refuses_a_maximum_priority():
     with pytest.raises(ValueError, match="quorum"):
         RabbitMQConsumer(RABBITMQ_URL, stream="tests.x", group="g", handler=print, quorum=True, max_priority=5)
