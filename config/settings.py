@@ -405,8 +405,8 @@ except ValueError as exc:
     raise ImproperlyConfigured(f"QUEUE_EXPIRES must read queue=seconds,...: {exc}") from exc
 if any(seconds <= 0 for seconds in QUEUE_EXPIRES.values()):
     raise ImproperlyConfigured("QUEUE_EXPIRES values must be seconds above 0.")
-# A periodic run expires when the next run of its schedule is due (unless the schedule sets its
-# own expiry): a run that waited that long is not worth running next to the next one.
+# A periodic run expires a schedule period after its publish (unless the schedule sets its own
+# expiry): a run that waited in the queue until the next was due is not run next to it.
 SCHEDULE_RUNS_EXPIRE_AT_NEXT_DUE = env.bool("SCHEDULE_RUNS_EXPIRE_AT_NEXT_DUE", default=True)
 
 # LOG_FORMAT: "text" (readable, the default) or "json" (one object per line, for log shippers).

@@ -26,16 +26,19 @@ def schedule_due_at(schedule: Any, last_run_at: datetime) -> datetime:
 
 
 def run_expires(schedule: Any, due_at: datetime, *, own: Any = None) -> Any:
-    """When the run due at ``due_at`` expires: the schedule's own expiry (``own``) if it sets one,
-    else when its next run is due (``SCHEDULE_RUNS_EXPIRE_AT_NEXT_DUE``), else never (None).
+    """The expiry of the run due at ``due_at``: the schedule's own (``own``) if it sets one, else
+    the seconds from this run's due time to the next's, counted by Celery from the publish
+    (``SCHEDULE_RUNS_EXPIRE_AT_NEXT_DUE``), else none (None).
 
-    A run still waiting when the next is due would run twice in a row; it becomes a dead letter
-    "expired" instead (``tasks.reliability.expiry``), and the next run does the work.
+    A run that waited in the queue until the next was due would run back to back with it; it
+    becomes a dead letter "expired" instead (``tasks.reliability.expiry``). Counted from the
+    publish, not the due time: a run the relay sends after a broker outage stands for the due
+    times it covered (the misfire policy's business) and still gets its period to start.
     """
     if own is not None or not settings.SCHEDULE_RUNS_EXPIRE_AT_NEXT_DUE:
         return own
     try:
-        return schedule_due_at(schedule, due_at)
+        return max(1.0, (schedule_due_at(schedule, due_at) - due_at).total_seconds())
     except Exception:  # a schedule Celery cannot evaluate: no expiry rather than no run
         return None
 

@@ -177,13 +177,14 @@ def recorded_expiry(name: str) -> str | None:
     return ScheduledRun.objects.get(periodic_task_name=name).options.get("expires")
 
 
-def test_a_periodic_run_expires_when_the_next_run_of_its_schedule_is_due(make_scheduler):
+def test_a_periodic_run_expires_a_period_after_it_is_sent(make_scheduler):
     periodic_task("every-ten", every=10)
     ran_before("every-ten", seconds_ago=12)
     make_scheduler("host-a:1").tick()
 
-    run = ScheduledRun.objects.get(periodic_task_name="every-ten")
-    assert datetime.fromisoformat(run.options["expires"]) == run.due_at + timedelta(seconds=10)
+    # Seconds from the publish (Celery's reading of a number): a run the relay sends late after
+    # an outage still gets its period.
+    assert recorded_expiry("every-ten") == 10
 
 
 def test_a_schedules_own_expiry_wins_and_the_setting_turns_the_default_off(make_scheduler, settings):
