@@ -12,6 +12,7 @@ from django.urls import URLPattern, URLResolver, path
 
 from tasks.monitoring.access import MONITORING_PERMISSION, can_read_monitoring
 from tasks.monitoring.status_views import platform_status
+from tasks.streams.dead_letter_views import stream_dead_letters_view
 
 
 class PlatformAdminSite(admin.AdminSite):
@@ -22,6 +23,7 @@ class PlatformAdminSite(admin.AdminSite):
     def get_urls(self) -> list[URLPattern | URLResolver]:
         own = [
             path("platform-status/", self.admin_view(self.platform_status_view), name="platform_status"),
+            path("stream-dead-letters/", self.admin_view(self.stream_dead_letters_view), name="stream_dead_letters"),
         ]
         return own + super().get_urls()
 
@@ -37,3 +39,10 @@ class PlatformAdminSite(admin.AdminSite):
         if not can_read_monitoring(request.user):
             raise PermissionDenied(f"The platform status page needs the {MONITORING_PERMISSION} permission.")
         return platform_status(request, site=self)
+
+    def stream_dead_letters_view(self, request: HttpRequest) -> HttpResponse:
+        """Dead-lettered stream entries, for staff holding the monitoring permission (403 otherwise);
+        re-appending them needs ``tasks.change_deadletter`` besides."""
+        if not can_read_monitoring(request.user):
+            raise PermissionDenied(f"Stream dead letters need the {MONITORING_PERMISSION} permission.")
+        return stream_dead_letters_view(request, site=self)
