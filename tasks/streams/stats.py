@@ -69,8 +69,8 @@ def stream_stats(*, client: redis.Redis | None = None, now: float | None = None)
 
 
 def _stream(client: redis.Redis, name: str, now: float) -> StreamStats:
-    if not client.exists(name):
-        return StreamStats(name=name, length=0)
+    if _text(client.type(name)) != "stream":
+        return StreamStats(name=name, length=0)  # missing, or a key of another type under the name
     groups = client.xinfo_groups(name)
     return StreamStats(
         name=name, length=client.xlen(name), groups=[_group(client, name, group, now) for group in groups]
@@ -101,19 +101,26 @@ def _group(client: redis.Redis, stream: str, info: dict, now: float) -> GroupSta
         pending=pending,
         lag=lag,
         oldest_pending_seconds=oldest,
-        dead_letters=client.xlen(f"{stream}:dead:{group}"),
+        dead_letters=_stream_length(client, f"{stream}:dead:{group}"),
         seconds_without_progress=still,
         stuck=has_work and still > settings.STREAMS_STUCK_GROUP_MINUTES * 60,
     )
+
+
+def _stream_length(client: redis.Redis, name: str) -> int:
+    """XLEN, or 0 for a key of another type under the name."""
+    return client.xlen(name) if _text(client.type(name)) in ("stream", "none") else 0
 
 
 def _seconds_without_progress(client: redis.Redis, stream: str, group: str, progress: int | None, now: float) -> float:
     """Seconds since the group's progress last changed, by the memory kept in Redis."""
     key = f"{stream}\x00{group}"
     seen = client.hget(PROGRESS_KEY, key)
-    if seen is not None:
-        value, since = _text(seen).split(" ", 1)
-        if value == str(progress):
+    value, _, since = _text(seen).partition(" ") if seen is not None else ("", "", "")
+    if seen is not None and value == str(progress):
+        try:
             return max(0.0, now - float(since))
+        except ValueError:
+            pass  # not what this module writes: start the memory again
     client.hset(PROGRESS_KEY, key, f"{progress} {now}")
     return 0.0

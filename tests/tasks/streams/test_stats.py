@@ -7,7 +7,7 @@ import time
 from django.urls import reverse
 
 from tasks.monitoring import health
-from tasks.streams.stats import redis_streams, stream_stats
+from tasks.streams.stats import PROGRESS_KEY, redis_streams, stream_stats
 from tests.support.monitoring import samples
 from tests.support.streams import STREAM
 
@@ -91,3 +91,17 @@ def test_the_status_page_lists_each_stream_and_its_groups(redis_client, admin_cl
     section = page[page.index('id="status-streams"') :]
     assert STREAM in section and "search" in section and "idle" in section
     assert '<td class="status-bad">1</td>' in section  # the dead letter stands out
+
+
+def test_keys_of_other_types_and_a_garbled_memory_are_tolerated(redis_client):
+    redis_client.set(STREAM, "not a stream")
+    assert by_group(redis_client)[1].length == 0
+
+    redis_client.delete(STREAM)
+    fill(redis_client)
+    redis_client.set(f"{STREAM}:dead:search", "not a stream")
+    redis_client.hset(PROGRESS_KEY, f"{STREAM}\x00search", "0 soon")
+
+    groups, _ = by_group(redis_client)
+
+    assert groups["search"].dead_letters == 0 and groups["search"].seconds_without_progress == 0
