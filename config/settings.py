@@ -388,6 +388,8 @@ STREAMS_RABBITMQ_MAX_PRIORITY = env.int("STREAMS_RABBITMQ_MAX_PRIORITY", default
 STREAMS_RABBITMQ_QUORUM = env.bool("STREAMS_RABBITMQ_QUORUM", default=False)
 # A consumer group with work that acknowledged nothing this long fails the optional "streams" check.
 STREAMS_STUCK_GROUP_MINUTES = env.float("STREAMS_STUCK_GROUP_MINUTES", default=10)
+# RabbitMQ consumer queues (``<stream>.<group>``) shown on /metrics: AMQP cannot list queues.
+STREAMS_RABBITMQ_WATCHED_QUEUES = env.list("STREAMS_RABBITMQ_WATCHED_QUEUES", default=[])
 
 # RabbitMQ: the platform's queues are declared with x-max-priority (message priorities 0..9).
 # 0 declares them without it, for a broker whose queues were declared so before (RabbitMQ

@@ -22,6 +22,7 @@ from tasks.monitoring.queue_stats import QueueStats, queue_stats
 from tasks.monitoring.worker_presence import WorkerPresence, worker_presence
 from tasks.queues import QUEUES
 from tasks.scheduling.lease import beat_status
+from tasks.streams.queue_stats import ConsumerQueueStats, consumer_queue_stats
 from tasks.streams.stats import StreamStats, stream_stats
 
 
@@ -38,7 +39,13 @@ class PlatformCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         outcomes = call_concurrently(
-            {"broker": queue_stats, "database": _database_facts, "workers": worker_presence, "streams": stream_stats},
+            {
+                "broker": queue_stats,
+                "database": _database_facts,
+                "workers": worker_presence,
+                "streams": stream_stats,
+                "stream_queues": consumer_queue_stats,
+            },
             timeout=settings.HEALTH_CHECK_TIMEOUT,
         )
         up = GaugeMetricFamily(
@@ -68,6 +75,8 @@ class PlatformCollector(Collector):
             yield from _celery_worker_metrics(outcomes["workers"].value)
         if outcomes["streams"].ok:
             yield from _stream_metrics(outcomes["streams"].value)
+        if outcomes["stream_queues"].ok:
+            yield from _stream_queue_metrics(outcomes["stream_queues"].value)
 
         database = outcomes["database"]
         if database.ok:
@@ -160,4 +169,23 @@ def _stream_metrics(streams: list[StreamStats]) -> Iterator[Metric]:
                 if value is not None:
                     family.add_metric([stream.name, group.name], value)
     yield length
+    yield from families.values()
+
+
+def _stream_queue_metrics(queues: list[ConsumerQueueStats]) -> Iterator[Metric]:
+    """The watched RabbitMQ consumer queues (``STREAMS_RABBITMQ_WATCHED_QUEUES``)."""
+    families = {
+        "messages": GaugeMetricFamily(
+            "platform_stream_queue_messages", "Messages waiting in the consumer queue.", labels=["queue"]
+        ),
+        "consumers": GaugeMetricFamily(
+            "platform_stream_queue_consumers", "Consumers attached to the consumer queue.", labels=["queue"]
+        ),
+        "dead_letters": GaugeMetricFamily(
+            "platform_stream_queue_dead_letters", "Messages in the consumer queue's DLQ.", labels=["queue"]
+        ),
+    }
+    for queue in queues:
+        for attribute, family in families.items():
+            family.add_metric([queue.name], getattr(queue, attribute))
     yield from families.values()

@@ -12,8 +12,8 @@ A group is **stuck** when it has work (lag or pending) and has acknowledged noth
 read and acknowledged), remembered in Redis with the time it last moved, so every web process
 judges from the same memory and a restart of one does not reset it.
 
-RabbitMQ sinks are not listed: a consumer queue belongs to its service and this platform has no
-list of them (the management API, which has one, is not assumed).
+RabbitMQ sinks are not listed here: a consumer queue belongs to its service and AMQP cannot list
+queues, so ``tasks.streams.queue_stats`` reads the ones ``STREAMS_RABBITMQ_WATCHED_QUEUES`` names.
 """
 
 from __future__ import annotations
