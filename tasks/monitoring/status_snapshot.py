@@ -18,6 +18,7 @@ from tasks.monitoring import selectors
 from tasks.monitoring.deadline import CallOutcome, call_concurrently
 from tasks.monitoring.queue_stats import QueueStats, queue_stats
 from tasks.scheduling.lease import BeatStatus, beat_status
+from tasks.streams.queue_stats import ConsumerQueueStats, consumer_queue_stats
 from tasks.streams.stats import StreamStats, stream_stats
 
 
@@ -38,6 +39,8 @@ class PlatformSnapshot:
     queues_error: str = ""
     streams: list[StreamStats] = field(default_factory=list)
     streams_error: str = ""
+    stream_queues: list[ConsumerQueueStats] = field(default_factory=list)
+    stream_queues_error: str = ""
     beat: BeatStatus | None = None
     outbox: selectors.OutboxBacklog | None = None
     dead_letter_count: int = 0
@@ -76,7 +79,13 @@ def take_snapshot(*, now: datetime | None = None) -> PlatformSnapshot:
     """The platform's state now: workers, queues, Beat, outbox, dead letters, failures, schedules."""
     now = now or timezone.now()
     broker = call_concurrently(
-        {"stats": _inspect_stats, "active": _inspect_active, "queues": queue_stats, "streams": stream_stats},
+        {
+            "stats": _inspect_stats,
+            "active": _inspect_active,
+            "queues": queue_stats,
+            "streams": stream_stats,
+            "stream_queues": consumer_queue_stats,
+        },
         timeout=settings.STATUS_BROKER_TIMEOUT,
     )
     snapshot = PlatformSnapshot(taken_at=now)
@@ -92,6 +101,10 @@ def take_snapshot(*, now: datetime | None = None) -> PlatformSnapshot:
         snapshot.streams = broker["streams"].value
     else:
         snapshot.streams_error = _error(broker["streams"])
+    if broker["stream_queues"].ok:
+        snapshot.stream_queues = broker["stream_queues"].value
+    else:
+        snapshot.stream_queues_error = _error(broker["stream_queues"])
     snapshot.beat = beat_status(now=now)
     snapshot.outbox = selectors.outbox_backlog(now=now)
     snapshot.dead_letter_count = selectors.dead_letter_count()

@@ -59,3 +59,15 @@ def test_metrics_report_each_watched_queue(consumer_queue, settings, admin_clien
     assert found[("platform_stream_queue_messages", labels)] == 1
     assert found[("platform_stream_queue_dead_letters", labels)] == 0
     assert found[("platform_metrics_source_up", (("source", "stream_queues"),))] == 1
+
+
+def test_the_status_page_lists_each_watched_queue(consumer_queue, settings, admin_client_logged_in, redis_client):
+    _, c = consumer_queue
+    settings.STATUS_INSPECT_TIMEOUT = 0.3
+    settings.STREAMS_RABBITMQ_URL = RABBITMQ_URL
+    settings.STREAMS_RABBITMQ_WATCHED_QUEUES = [c.queue_name, "tests.qs-never-declared"]
+
+    page = admin_client_logged_in.get(reverse("admin:platform_status")).content.decode()
+
+    section = page[page.index('id="status-stream-queues"') :]
+    assert c.queue_name in section and "tests.qs-never-declared (not declared)" in section
