@@ -189,7 +189,9 @@ class RedisStreamConsumer(_Loop):
     each, ``XACK`` after the handler. The group is created on first use (``start_id`` "0": from
     the oldest entry the stream keeps; "$": only what comes after).
     Dead letters go to ``<stream>:dead:<group>`` with the entry's fields and ``error``,
-    ``entry_id``, ``deliveries``, ``consumer`` and ``dead_at``.
+    ``entry_id``, ``deliveries``, ``consumer`` and ``dead_at``. The consumer also reads the
+    group's retry stream ``<stream>:retry:<group>``, where an operator re-appends dead letters
+    (``tasks.streams.dead_letters``): the relay's stream takes entries from the relay alone.
     """
 
     def __init__(
@@ -224,34 +226,47 @@ class RedisStreamConsumer(_Loop):
         self.start_id = start_id
         self.seen = seen if seen is not None else RedisSeen(client, namespace=f"{stream}:{group}", ttl=seen_ttl)
         self.dead_letter_stream = dead_letter_stream or f"{stream}:dead:{group}"
-        self.errors_key = f"{stream}:{group}:errors"
-        self._claim_from = "0-0"
+        self.retry_stream = f"{stream}:retry:{group}"
+        self._claim_from: dict[str, str] = {}
+
+    @property
+    def sources(self) -> tuple[str, str]:
+        """The streams this consumer reads: the stream, and its group's retry stream."""
+        return (self.stream, self.retry_stream)
+
+    def _errors_key(self, source: str) -> str:
+        return f"{source}:{self.group}:errors"
 
     def ensure_group(self) -> None:
-        """Create the group (and the stream) unless it exists: any number of consumers may call it."""
-        try:
-            self.client.xgroup_create(self.stream, self.group, id=self.start_id, mkstream=True)
-        except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        """Create the group (and the streams) unless it exists: any number of consumers may call it."""
+        for source, start in ((self.stream, self.start_id), (self.retry_stream, "0")):
+            try:
+                self.client.xgroup_create(source, self.group, id=start, mkstream=True)
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
 
     def poll(self) -> int:
         """Claim, read and handle one batch; return how many entries were handled or dead-lettered."""
         done = 0
-        claimed = self._claim()
-        for entry_id, fields, deliveries in claimed:
-            done += self._handle(entry_id, fields, deliveries)
+        claimed = [(source, *entry) for source in self.sources for entry in self._claim(source)]
+        for source, entry_id, fields, deliveries in claimed:
+            done += self._handle(source, entry_id, fields, deliveries)
         if self.stopping:
             return done
         # Claimed work was found: look again soon instead of blocking on new entries.
         reply = self.client.xreadgroup(
-            self.group, self.consumer, {self.stream: ">"}, count=self.batch, block=None if claimed else self.block_ms
+            self.group,
+            self.consumer,
+            dict.fromkeys(self.sources, ">"),
+            count=self.batch,
+            block=None if claimed else self.block_ms,
         )
-        for _stream, entries in reply or []:
-            done += self._handle_batch(entries)
+        for source, entries in reply or []:
+            done += self._handle_batch(_text(source), entries)
         return done
 
-    def _handle_batch(self, entries: list[tuple[Any, Any]]) -> int:
+    def _handle_batch(self, source: str, entries: list[tuple[Any, Any]]) -> int:
         """Handle entries read for the first time, with a batch's round trips: one look for copies
         handled before, one MULTI that marks the handled ones seen and acknowledges them (and the
         copies). An entry whose handler raised is left pending, as ``_handle`` leaves it.
@@ -259,7 +274,7 @@ class RedisStreamConsumer(_Loop):
         What a consumer handled and then died before acknowledging is claimed and handled again
         by another (at least once); a copy of an acknowledged event is dropped by its message id.
         """
-        parsed = [(entry_id, fields, self._parse(entry_id, fields, 1)) for entry_id, fields in entries]
+        parsed = [(entry_id, fields, self._parse(source, entry_id, fields, 1)) for entry_id, fields in entries]
         events = [(entry_id, fields, event) for entry_id, fields, event in parsed if event is not None]
         copies = self.seen.seen_many([event.message_id for _, _, event in events]) if events else []
         done = len(parsed) - len(events)  # settled by _parse (gone, malformed)
@@ -270,7 +285,7 @@ class RedisStreamConsumer(_Loop):
             if copy or event.message_id in handled_ids:
                 settled.append(entry_id)  # handled before, or earlier in this batch
                 done += 1
-            elif self._run_handler(entry_id, fields, event, 1):
+            elif self._run_handler(source, entry_id, fields, event, 1):
                 handled.append((entry_id, event.message_id))
                 handled_ids.add(event.message_id)
                 done += 1
@@ -281,8 +296,8 @@ class RedisStreamConsumer(_Loop):
             if handled:
                 self._remember_in(pipe, [message_id for _, message_id in handled])
             ids = settled + [entry_id for entry_id, _ in handled]
-            pipe.xack(self.stream, self.group, *ids)
-            pipe.hdel(self.errors_key, *ids)
+            pipe.xack(source, self.group, *ids)
+            pipe.hdel(self._errors_key(source), *ids)
             pipe.execute()
         return done
 
@@ -300,25 +315,25 @@ class RedisStreamConsumer(_Loop):
                 logger.warning("stream %s: Redis unavailable (%s); retrying in %.1f s", self.stream, exc, backoff)
                 self._stop.wait(backoff)
 
-    def _claim(self) -> list[tuple[Any, Any, int]]:
+    def _claim(self, source: str) -> list[tuple[Any, Any, int]]:
         next_from, entries, *deleted = self.client.xautoclaim(
-            self.stream,
+            source,
             self.group,
             self.consumer,
             min_idle_time=self.claim_idle_ms,
-            start_id=self._claim_from,
+            start_id=self._claim_from.get(source, "0-0"),
             count=self.batch,
         )
-        self._claim_from = next_from
+        self._claim_from[source] = next_from
         if deleted and deleted[0]:
             # Trimmed away (retention) while pending: Redis dropped them from the group already.
-            logger.warning("stream %s: %d pending entries were trimmed before handled", self.stream, len(deleted[0]))
+            logger.warning("stream %s: %d pending entries were trimmed before handled", source, len(deleted[0]))
         if not entries:
             return []
         # Each claimed entry's delivery count, in one round trip (XAUTOCLAIM has just raised it).
         pipe = self.client.pipeline(transaction=False)
         for entry_id, _ in entries:
-            pipe.xpending_range(self.stream, self.group, min=entry_id, max=entry_id, count=1)
+            pipe.xpending_range(source, self.group, min=entry_id, max=entry_id, count=1)
         mine = self.consumer.encode()
         counts = {
             rows[0]["message_id"]: rows[0]["times_delivered"]
@@ -328,23 +343,25 @@ class RedisStreamConsumer(_Loop):
         # An entry no longer pending in this consumer's name (another claimed or acked it since) is not ours.
         return [(entry_id, fields, counts[entry_id]) for entry_id, fields in entries if entry_id in counts]
 
-    def _handle(self, entry_id: Any, fields: Mapping[Any, Any] | None, deliveries: int) -> int:
-        event = self._parse(entry_id, fields, deliveries)
+    def _handle(self, source: str, entry_id: Any, fields: Mapping[Any, Any] | None, deliveries: int) -> int:
+        event = self._parse(source, entry_id, fields, deliveries)
         if event is None:
             return 1
         if self.seen.seen(event.message_id):
-            self._ack(entry_id)
+            self._ack(source, entry_id)
             return 1
-        if not self._run_handler(entry_id, fields, event, deliveries):
+        if not self._run_handler(source, entry_id, fields, event, deliveries):
             return 1 if deliveries >= self.max_deliveries else 0  # dead-lettered, or left pending
         pipe = self.client.pipeline(transaction=True)
         self._remember_in(pipe, [event.message_id])
-        pipe.xack(self.stream, self.group, entry_id)
-        pipe.hdel(self.errors_key, entry_id)
+        pipe.xack(source, self.group, entry_id)
+        pipe.hdel(self._errors_key(source), entry_id)
         pipe.execute()
         return 1
 
-    def _run_handler(self, entry_id: Any, fields: Mapping[Any, Any], event: StreamEvent, deliveries: int) -> bool:
+    def _run_handler(
+        self, source: str, entry_id: Any, fields: Mapping[Any, Any], event: StreamEvent, deliveries: int
+    ) -> bool:
         """True if the handler returned. If it raised, the entry stays pending with its error
         (claimed again after claim_idle), or goes to the dead-letter stream at the cap."""
         try:
@@ -353,12 +370,12 @@ class RedisStreamConsumer(_Loop):
             error = _error_text(exc)
             logger.warning(
                 "stream %s group %s: handler failed on %s (delivery %d): %s",
-                self.stream, self.group, event.entry_id, deliveries, error,
+                source, self.group, event.entry_id, deliveries, error,
             )  # fmt: skip
             if deliveries >= self.max_deliveries:
-                self._dead_letter(entry_id, fields, deliveries, error)
+                self._dead_letter(source, entry_id, fields, deliveries, error)
             else:
-                self.client.hset(self.errors_key, event.entry_id, error)
+                self.client.hset(self._errors_key(source), event.entry_id, error)
             return False
         return True
 
@@ -370,38 +387,40 @@ class RedisStreamConsumer(_Loop):
             for message_id in message_ids:
                 self.seen.remember(message_id)
 
-    def _parse(self, entry_id: Any, fields: Mapping[Any, Any] | None, deliveries: int) -> StreamEvent | None:
+    def _parse(
+        self, source: str, entry_id: Any, fields: Mapping[Any, Any] | None, deliveries: int
+    ) -> StreamEvent | None:
         """The event to consider, or None when the entry was settled here: gone (acked),
         malformed or over the cap (dead-lettered)."""
-        entry = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        entry = _text(entry_id)
         if fields is None:
-            self._ack(entry_id)
+            self._ack(source, entry_id)
             return None
         try:
             event = event_from_fields(fields, stream=self.stream, entry_id=entry, deliveries=deliveries)
         except MalformedEntry as exc:
-            self._dead_letter(entry_id, fields, deliveries, f"malformed entry: {exc}")
+            self._dead_letter(source, entry_id, fields, deliveries, f"malformed entry: {exc}")
             return None
         if deliveries > self.max_deliveries:
-            error = self.client.hget(self.errors_key, entry)
+            error = self.client.hget(self._errors_key(source), entry)
             reason = error.decode() if isinstance(error, bytes) else "no error recorded"
             self._dead_letter(
-                entry_id, fields, deliveries,
+                source, entry_id, fields, deliveries,
                 f"delivered {deliveries - 1} times without an ack (last error: {reason}; a consumer that died "
                 f"or hung handling it leaves no error)",
             )  # fmt: skip
             return None
         return event
 
-    def _ack(self, entry_id: Any) -> None:
+    def _ack(self, source: str, entry_id: Any) -> None:
         pipe = self.client.pipeline(transaction=True)
-        pipe.xack(self.stream, self.group, entry_id)
-        pipe.hdel(self.errors_key, entry_id)
+        pipe.xack(source, self.group, entry_id)
+        pipe.hdel(self._errors_key(source), entry_id)
         pipe.execute()
 
-    def _dead_letter(self, entry_id: Any, fields: Mapping[Any, Any], deliveries: int, error: str) -> None:
-        entry = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-        logger.error("stream %s group %s: entry %s dead-lettered: %s", self.stream, self.group, entry, error)
+    def _dead_letter(self, source: str, entry_id: Any, fields: Mapping[Any, Any], deliveries: int, error: str) -> None:
+        entry = _text(entry_id)
+        logger.error("stream %s group %s: entry %s dead-lettered: %s", source, self.group, entry, error)
         dead = {**fields}
         dead.update(
             error=error,
@@ -413,9 +432,13 @@ class RedisStreamConsumer(_Loop):
         # One MULTI: the dead letter exists exactly when the entry is no longer pending.
         pipe = self.client.pipeline(transaction=True)
         pipe.xadd(self.dead_letter_stream, dead, maxlen=DEAD_LETTER_MAXLEN, approximate=True)
-        pipe.xack(self.stream, self.group, entry_id)
-        pipe.hdel(self.errors_key, entry)
+        pipe.xack(source, self.group, entry_id)
+        pipe.hdel(self._errors_key(source), entry)
         pipe.execute()
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class RabbitMQConsumer(_Loop):

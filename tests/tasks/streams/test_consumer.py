@@ -96,6 +96,33 @@ def test_a_malformed_entry_goes_to_the_dead_letter_stream_at_once(redis_client):
     assert dead[b"error"].startswith(b"malformed entry: missing fields")
 
 
+def test_a_dead_letter_put_on_the_groups_retry_stream_is_handled_again_and_acknowledged_there(redis_client):
+    fail = [True]
+
+    def handler(event):
+        if fail[0]:
+            raise ValueError("index down")
+        handled_keys.append(event.key)
+
+    handled_keys: list[str] = []
+    redis_client.xadd("tests.consumed", fields(key="retried"))
+    c = consumer(redis_client, handler, max_deliveries=1)
+    c.ensure_group()
+    c.poll()
+    ((_, dead),) = redis_client.xrange("tests.consumed:dead:g")
+
+    fail[0] = False  # the index is back; an operator hands the entry back to this group only
+    original = {
+        k: v for k, v in dead.items() if k not in (b"error", b"entry_id", b"deliveries", b"consumer", b"dead_at")
+    }
+    redis_client.xadd(c.retry_stream, original)
+    poll_until_idle(c, rounds=3)
+
+    assert handled_keys == ["retried"]
+    assert redis_client.xpending(c.retry_stream, "g")["pending"] == 0
+    assert redis_client.xpending("tests.consumed", "g")["pending"] == 0
+
+
 def test_an_entry_whose_consumer_died_each_time_is_dead_lettered_after_the_cap(redis_client):
     redis_client.xadd("tests.consumed", fields(key="killer"))
     c = consumer(redis_client, lambda e: None, name="x", claim_idle=0.05)
