@@ -41,7 +41,8 @@ class PlatformAdminSite(admin.AdminSite):
         return platform_status(request, site=self)
 
     def stream_dead_letters_view(self, request: HttpRequest) -> HttpResponse:
-        """Dead-lettered stream entries, for staff holding the monitoring permission (403 otherwise)."""
+        """Dead-lettered stream entries, for staff holding the monitoring permission (403 otherwise);
+        re-appending them needs ``tasks.change_deadletter`` besides."""
         if not can_read_monitoring(request.user):
             raise PermissionDenied(f"Stream dead letters need the {MONITORING_PERMISSION} permission.")
         return stream_dead_letters_view(request, site=self)

@@ -50,6 +50,7 @@ __all__ = [
     "RedisStreamConsumer",
     "SeenStore",
     "StreamEvent",
+    "retry_stream_name",
 ]
 
 logger = logging.getLogger(__name__)
@@ -226,7 +227,7 @@ class RedisStreamConsumer(_Loop):
         self.start_id = start_id
         self.seen = seen if seen is not None else RedisSeen(client, namespace=f"{stream}:{group}", ttl=seen_ttl)
         self.dead_letter_stream = dead_letter_stream or f"{stream}:dead:{group}"
-        self.retry_stream = f"{stream}:retry:{group}"
+        self.retry_stream = retry_stream_name(stream=stream, group=group)
         self._claim_from: dict[str, str] = {}
 
     @property
@@ -439,6 +440,11 @@ class RedisStreamConsumer(_Loop):
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def retry_stream_name(*, stream: str, group: str) -> str:
+    """The stream ``group``'s consumers read besides ``stream``: dead letters handed back to it."""
+    return f"{stream}:retry:{group}"
 
 
 class RabbitMQConsumer(_Loop):
