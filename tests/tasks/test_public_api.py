@@ -30,7 +30,17 @@ PUBLIC_NAMES = {
         "override_message_broker",
     },
     "tasks.transaction": {"register_event", "transactional"},
-    "tasks.queues": {"DEFAULT", "HIGH_PRIORITY", "LOW_PRIORITY", "QUEUES", "route_task", "validate_queue"},
+    "tasks.queues": {
+        "DEFAULT",
+        "HIGH_PRIORITY",
+        "LOW_PRIORITY",
+        "PRIORITY_MAX",
+        "QUEUES",
+        "broker_priority",
+        "queue_deadline",
+        "route_task",
+        "validate_queue",
+    },
     "tasks.jobs": {"Misfire", "Overlap", "PermanentError", "PlatformTask", "TransientError", "declare_schedule"},
 }
 
