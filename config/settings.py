@@ -223,6 +223,9 @@ if not 0 < 2 * TASKS_DATABASE_WAIT < CELERY_TASK_SOFT_TIME_LIMIT:
 # Exceptions (import paths) retried with backoff besides tasks.reliability.platform_task.TransientError.
 TASKS_RETRY_FOR = env.list("TASKS_RETRY_FOR", default=["django.db.utils.OperationalError"])
 TASKS_MAX_RETRIES = env.int("TASKS_MAX_RETRIES", default=5)
+# Django's task API (django.tasks; the django-tasks backport on 5.2) on the platform's workers:
+# ``@task`` functions in an app's ``tasks.py`` (which the workers import) run as platform jobs.
+TASKS = {"default": {"BACKEND": "tasks.django_tasks.backend.PlatformTaskBackend"}}
 # Backoff cap in seconds. It stays well below the visibility timeout: on Redis a worker holds a
 # retry's ETA message unacknowledged, and one held longer than the timeout runs twice.
 TASKS_RETRY_BACKOFF_MAX = env.int("TASKS_RETRY_BACKOFF_MAX", default=30)
@@ -240,6 +243,9 @@ WORKER_SHUTDOWN_GRACE = env.float("WORKER_SHUTDOWN_GRACE", default=20.0)
 OUTBOX_RELAY_GRACE = env.float("OUTBOX_RELAY_GRACE", default=5.0)
 OUTBOX_RELAY_BATCH = env.int("OUTBOX_RELAY_BATCH", default=500)
 OUTBOX_RELAY_INTERVAL = env.float("OUTBOX_RELAY_INTERVAL", default=1.0)
+# Delayed deliveries (run_after) the relay releases per pass, earliest first; a pass every
+# OUTBOX_RELAY_INTERVAL seconds, so a delayed job starts within about a second of its due time.
+DELAYED_RELEASE_BATCH = env.int("DELAYED_RELEASE_BATCH", default=500)
 # The per-process publisher (tasks/messaging/publisher.py): how many deliveries it may hold
 # before commits go straight to the relay, how long it stops trying after a failed send, and
 # how long an exiting process waits for it.

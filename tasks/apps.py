@@ -16,6 +16,7 @@ class TasksConfig(AppConfig):
         # Imported here, not at the top: these modules import models, which Django allows only
         # once the app registry is ready.
         from tasks import tasks  # noqa: PLC0415
+        from tasks.django_tasks import runner  # noqa: PLC0415
         from tasks.messaging import publisher  # noqa: PLC0415
         from tasks.monitoring import health  # noqa: PLC0415
         from tasks.reliability import expiry  # noqa: PLC0415
@@ -28,5 +29,6 @@ class TasksConfig(AppConfig):
         tracing.connect()
         worker_connections.connect()
         expiry.connect()
+        runner.connect()
         health.register_platform_checks()
         tasks.declare_schedules()

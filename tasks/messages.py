@@ -198,6 +198,17 @@ class Message(metaclass=_MessageMeta):
                     f"None, lists and str-keyed dicts; annotate the items (e.g. dict[str, Decimal]) instead"
                 )
 
+    def delivery_queue(self) -> str | None:
+        """The queue this message's deliveries go to instead of their subscriptions' (None: theirs).
+
+        For a message that is itself a request for work on a chosen queue (a Django task).
+        """
+        return None
+
+    def delivery_priority(self) -> int | None:
+        """The broker priority (0..9, higher first) of this message's deliveries; None: none."""
+        return None
+
     def to_json(self) -> dict[str, Any]:
         """The JSON-ready form: ``{"type": name, "data": {field: value}}``."""
         data = {f.name: _encode(getattr(self, f.name)) for f in dataclasses.fields(self)}

@@ -47,13 +47,21 @@ class Delivery(models.Model):
         DONE = "done", "Done"
         DEAD = "dead", "Dead-lettered"
         UNPLANNED = "unplanned", "Predicate failed; planned again by the relay"
+        DELAYED = "delayed", "Delayed; released by the relay when due"
+        CANCELLED = "cancelled", "Cancelled"
 
     message_id = models.UUIDField()
     handler = models.CharField(max_length=255)
     message_type = models.CharField(max_length=200)
     payload = models.JSONField()
     queue = models.CharField(max_length=50)
+    priority = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="0..9, higher first; none: the queue's order."
+    )
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    run_after = models.DateTimeField(
+        null=True, blank=True, help_text="Held in the database until then; the relay sends it when due."
+    )
     task_id = models.CharField(max_length=255, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     send_count = models.PositiveIntegerField(default=0)
@@ -81,6 +89,8 @@ class Delivery(models.Model):
             ),
             # Pruning walks finished rows oldest first.
             models.Index(fields=["completed_at"], condition=models.Q(status="done"), name="delivery_done_idx"),
+            # The relay releases delayed rows in due order.
+            models.Index(fields=["run_after"], condition=models.Q(status="delayed"), name="delivery_delayed_idx"),
         ]
 
     def __str__(self) -> str:
@@ -304,3 +314,34 @@ class StreamCursor(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} at {self.outbox_id}"
+
+
+class TaskRun(models.Model):
+    """A job enqueued with Django's task API (``tasks.django_tasks``): what its ``TaskResult``
+    reads beside its Delivery row, which holds the status.
+
+    Written in the enqueuing transaction, so it exists exactly when the job does. The worker runs
+    the task this row names, with these arguments: a message from the broker only says which row.
+    """
+
+    result_id = models.UUIDField(unique=True, help_text="TaskResult.id; the message id of its delivery.")
+    task_path = models.CharField(max_length=255, db_index=True)
+    backend = models.CharField(max_length=100)
+    queue = models.CharField(max_length=50)
+    priority = models.SmallIntegerField(default=0, help_text="Django's priority, -100..100.")
+    args = models.JSONField(default=list, blank=True)
+    kwargs = models.JSONField(default=dict, blank=True)
+    run_after = models.DateTimeField(null=True, blank=True)
+    enqueued_at = models.DateTimeField(db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    last_attempted_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    worker_ids = models.JSONField(default=list, blank=True, help_text="One per attempt.")
+    errors = models.JSONField(default=list, blank=True, help_text="exception_class_path and traceback per failure.")
+    return_value = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "Django task run"
+
+    def __str__(self) -> str:
+        return f"{self.task_path} {self.result_id}"

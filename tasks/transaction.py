@@ -9,20 +9,27 @@ def component_upload(*, author, name, source):
     return component
 ```
 
+``register_event(event, delay=timedelta(hours=1))`` holds the event's async deliveries in the
+database until due (the relay sends them then); ``event_cancel(event.message_id)`` withdraws
+them for good while they have not started.
+
 The outbox lives in ``tasks.messaging.outbox``; this module is the front other code imports.
 """
 
 from __future__ import annotations
 
 import functools
+import uuid
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
 from django.db import transaction
 
 from tasks.messaging.outbox import register_event
+from tasks.models import Delivery
+from tasks.reliability.delivery_state import deliveries_cancel
 
-__all__ = ["register_event", "transactional"]
+__all__ = ["event_cancel", "register_event", "transactional"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -37,3 +44,9 @@ def transactional(func: Callable[P, R]) -> Callable[P, R]:
             return func(*args, **kwargs)
 
     return wrapper
+
+
+def event_cancel(message_id: uuid.UUID | str) -> int:
+    """Cancel for good the async deliveries of a registered event that have not started (delayed,
+    or queued on the broker); return how many. One running or finished is left as it is."""
+    return deliveries_cancel(deliveries=Delivery.objects.filter(message_id=message_id))

@@ -14,6 +14,7 @@ import logging
 import os
 import uuid
 from collections.abc import Iterable
+from datetime import datetime
 
 from celery import current_app
 from celery.exceptions import CeleryError
@@ -26,7 +27,7 @@ from tasks.messages import Message
 from tasks.messaging.subscriptions import Subscription
 from tasks.messaging.trace_context import trace_context_capture, trace_context_restored
 from tasks.models import Delivery
-from tasks.queues import queue_deadline
+from tasks.queues import broker_priority, queue_deadline
 
 logger = logging.getLogger(__name__)
 
@@ -71,20 +72,28 @@ def _producer_pool() -> ProducerPool:
 
 
 def deliveries_build(
-    plan: Iterable[tuple[Message, Subscription]], *, trace_context: dict[str, str] | None = None
+    plan: Iterable[tuple[Message, Subscription]],
+    *,
+    trace_context: dict[str, str] | None = None,
+    run_after: datetime | None = None,
 ) -> list[Delivery]:
-    """One pending, unsaved Delivery per (message, subscription), continuing ``trace_context``."""
+    """One unsaved Delivery per (message, subscription), continuing ``trace_context``: pending,
+    or delayed (held in the database, unsent) when ``run_after`` is in the future."""
     now = timezone.now()
+    delayed = run_after is not None and run_after > now
     return [
         Delivery(
             message_id=message.message_id,
             handler=subscription.handler_path,
             message_type=message.message_name,
             payload=message.to_json(),
-            queue=subscription.queue_name,
+            queue=message.delivery_queue() or subscription.queue_name,
+            priority=message.delivery_priority(),
+            status=Delivery.Status.DELAYED if delayed else Delivery.Status.PENDING,
+            run_after=run_after if delayed else None,
             task_id=str(uuid.uuid4()),
-            sent_at=now,
-            send_count=1,
+            sent_at=None if delayed else now,
+            send_count=0 if delayed else 1,
             trace_context=trace_context or {},
         )
         for message, subscription in plan
@@ -92,12 +101,17 @@ def deliveries_build(
 
 
 def deliveries_plan(
-    message: Message, plan: list[Subscription], *, trace_context: dict[str, str] | None = None
+    message: Message,
+    plan: list[Subscription],
+    *,
+    trace_context: dict[str, str] | None = None,
+    run_after: datetime | None = None,
 ) -> list[Delivery]:
-    """The unsaved Delivery rows of one message: pending for each subscription in ``plan``, and
-    for each whose predicate raised (``plan.failed``, see ``SubscriptionRegistry.async_wanted``)
-    an unplanned row with the error, which the relay plans again."""
-    rows = deliveries_build([(message, s) for s in plan], trace_context=trace_context)
+    """The unsaved Delivery rows of one message: pending (or delayed until ``run_after``) for each
+    subscription in ``plan``, and for each whose predicate raised (``plan.failed``, see
+    ``SubscriptionRegistry.async_wanted``) an unplanned row with the error, which the relay plans
+    again."""
+    rows = deliveries_build([(message, s) for s in plan], trace_context=trace_context, run_after=run_after)
     for subscription, exc in getattr(plan, "failed", ()):
         row = deliveries_build([(message, subscription)], trace_context=trace_context)[0]
         row.status = Delivery.Status.UNPLANNED
@@ -209,8 +223,10 @@ def _publish(rows: list[Delivery]) -> None:
                     producer=producer,
                     retry=False,
                     ignore_result=True,
-                    # From the delivery's creation: a re-send after an outage keeps the first deadline.
-                    expires=queue_deadline(row.queue, since=row.created_at),
+                    # From the delivery's creation (or due time): a re-send after an outage keeps
+                    # the first deadline.
+                    expires=queue_deadline(row.queue, since=row.run_after or row.created_at),
+                    priority=None if row.priority is None else broker_priority(row.priority),
                     # What Flower and the results show; spares Celery a saferepr of the payload.
                     argsrepr=f"({row.message_type} {row.message_id}, {row.handler})",
                     kwargsrepr="{}",

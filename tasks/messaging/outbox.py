@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import functools
 import logging
+from datetime import datetime, timedelta
 
 from django.db import transaction
+from django.utils import timezone
 
 from tasks.messages import Message
 from tasks.messaging.brokers import RecordingBroker, get_recording_broker
@@ -26,15 +28,25 @@ from tasks.models import Delivery, Outbox
 logger = logging.getLogger(__name__)
 
 
-def register_event(message: Message) -> None:
+def register_event(message: Message, *, run_after: datetime | None = None, delay: timedelta | None = None) -> None:
     """Record ``message`` in the outbox now; publish it after the transaction commits.
 
     Its async deliveries are recorded in the same transaction, so after commit only the broker
     is asked, by the publisher thread. Outside a transaction it acts as a one-statement
     transaction: it commits and hands the event to the publisher at once.
+
+    With ``run_after`` (an aware datetime) or ``delay``, the async deliveries are held in the
+    database and the relay sends them when due (sync handlers still run after the commit); until
+    then ``event_cancel`` withdraws them.
     """
     if not isinstance(message, Message):
         raise TypeError(f"register_event takes a Message, not {type(message).__name__}")
+    if run_after is not None and delay is not None:
+        raise TypeError("register_event takes run_after or delay, not both")
+    if delay is not None:
+        run_after = timezone.now() + delay
+    if run_after is not None and timezone.is_naive(run_after):
+        raise ValueError("run_after must be an aware datetime")
     broker = get_recording_broker()
     with tracer.start_as_current_span(
         f"register_event {message.message_name}", attributes={"messaging.message.id": str(message.message_id)}
@@ -48,7 +60,7 @@ def register_event(message: Message) -> None:
             trace_context=carrier,
         )
         # A predicate that raises gives an unplanned row (the relay plans it again), never no row.
-        deliveries = deliveries_plan(message, broker.async_plan(message), trace_context=carrier)
+        deliveries = deliveries_plan(message, broker.async_plan(message), trace_context=carrier, run_after=run_after)
         # No savepoint of its own: one INSERT statement per table needs none, and it saves two
         # round trips per event; the two INSERTs themselves go out as one query.
         with transaction.atomic(savepoint=False):

@@ -23,6 +23,7 @@ from tasks.reliability.dead_letters import (
     dead_letters_discard,
     dead_letters_requeue_report,
 )
+from tasks.reliability.delivery_state import deliveries_cancel
 
 
 def _pretty_json(value: object) -> str:
@@ -153,15 +154,28 @@ class OutboxAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 class DeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("id", "handler", "message_type", "queue", "status", "attempts", "send_count", "sent_at")
+    list_display = (
+        "id",
+        "handler",
+        "message_type",
+        "queue",
+        "status",
+        "run_after",
+        "attempts",
+        "send_count",
+        "sent_at",
+    )
     list_filter = ("status", "queue", "handler")
     search_fields = ("=message_id", "handler", "message_type", "task_id")
+    actions = ("cancel_deliveries",)
     readonly_fields = (
         "message_id",
         "handler",
         "message_type",
         "queue",
+        "priority",
         "status",
+        "run_after",
         "task_id",
         "sent_at",
         "send_count",
@@ -172,6 +186,19 @@ class DeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "payload_display",
     )
     fields = readonly_fields
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        # Rows are never edited; the permission is what the cancel action asks for.
+        return request.user.has_perm("tasks.change_delivery")
+
+    @admin.action(description="Cancel selected deliveries (delayed or queued, not started)", permissions=["change"])
+    def cancel_deliveries(self, request: HttpRequest, queryset) -> None:
+        selected = queryset.count()
+        cancelled = deliveries_cancel(deliveries=queryset)
+        text = f"Cancelled {cancelled} delivery(ies)."
+        if selected > cancelled:
+            text += f" {selected - cancelled} left as they were: running, finished or cancelled already."
+        self.message_user(request, text, messages.SUCCESS)
 
     @admin.display(description="payload")
     def payload_display(self, obj: Delivery) -> str:

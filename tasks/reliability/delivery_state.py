@@ -6,6 +6,9 @@
     running --give_back (the platform interrupted it)--> pending, its start uncounted
     pending|running --postpone (this worker cannot run it yet)--> pending, sent later
     unplanned --plan--> pending (the relay's: a predicate that failed, asked again)
+    delayed --release_due--> pending (the relay's, when due; ``tasks.reliability.delayed``)
+    pending --hold--> delayed (a release the broker refused, given back)
+    delayed|pending --cancel--> cancelled (terminal: a stale copy finds it not startable)
 
 Every transition is one conditional UPDATE (``filter(status__in=allowed).update(...)``): two
 processes racing for the same row serialise on its lock, the loser's WHERE no longer matches,
@@ -20,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from tasks.messaging.round_trips import execute_together, execute_with_async_commit, update_sql
@@ -39,6 +42,9 @@ TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
     "kill": ((Status.PENDING, Status.RUNNING, Status.UNPLANNED), Status.DEAD),
     "plan": ((Status.UNPLANNED,), Status.PENDING),
     "requeue": ((Status.DEAD,), Status.PENDING),
+    "cancel": ((Status.DELAYED, Status.PENDING), Status.CANCELLED),
+    "release_due": ((Status.DELAYED,), Status.PENDING),
+    "hold": ((Status.PENDING,), Status.DELAYED),
 }
 
 
@@ -178,6 +184,30 @@ def delivery_requeue(*, message_id: uuid.UUID | str, handler: str) -> bool:
             status=_to("requeue"), unfinished_starts=0, sent_at=timezone.now(), send_count=F("send_count") + 1
         )
     )
+
+
+def deliveries_release_due(*, pks: list[int]) -> int:
+    """delayed -> pending, sent now: the relay releases these due rows before it publishes them."""
+    return Delivery.objects.filter(pk__in=pks, status__in=_from("release_due")).update(
+        status=_to("release_due"), sent_at=timezone.now(), send_count=F("send_count") + 1
+    )
+
+
+def deliveries_hold(*, pks: list[int]) -> int:
+    """pending -> delayed again, unsent: released rows the broker did not take (still not started)."""
+    return Delivery.objects.filter(pk__in=pks, status__in=_from("hold"), attempts=0).update(
+        status=_to("hold"), sent_at=None, send_count=F("send_count") - 1
+    )
+
+
+def deliveries_cancel(*, deliveries: QuerySet[Delivery]) -> int:
+    """delayed|pending -> cancelled for each of ``deliveries``; how many were cancelled.
+
+    Persistent: a delayed one is never released, and a queued copy (the broker's message, or a
+    copy a restart brings back) finds it not startable and does nothing. One already running
+    or finished is left as it is.
+    """
+    return deliveries.filter(status__in=_from("cancel")).update(status=_to("cancel"), completed_at=timezone.now())
 
 
 def delivery_created_at(*, message_id: uuid.UUID | str, handler: str) -> datetime | None:

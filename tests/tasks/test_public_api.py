@@ -29,7 +29,7 @@ PUBLIC_NAMES = {
         "get_message_broker",
         "override_message_broker",
     },
-    "tasks.transaction": {"register_event", "transactional"},
+    "tasks.transaction": {"event_cancel", "register_event", "transactional"},
     "tasks.queues": {
         "DEFAULT",
         "HIGH_PRIORITY",

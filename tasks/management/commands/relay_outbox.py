@@ -5,6 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 from tasks.messaging.deliveries import DispatchError
 from tasks.messaging.relay import Relay
 from tasks.monitoring.tracing import tracing_configure
+from tasks.reliability.delayed import deliveries_send_due
 from tasks.reliability.replanning import deliveries_replan
 from tasks.reliability.sweeper import StaleDeliverySweeper, deliveries_resend_stale
 from tasks.scheduling.runs import scheduled_runs_send_unsent
@@ -14,7 +15,8 @@ from tasks.streams.appends import stream_relay_pass
 class Command(BaseCommand):
     help = (
         "Send outbox rows the committing process could not send, re-send deliveries the broker lost, plan again "
-        "deliveries whose predicate failed, send Beat's recorded runs the broker refused, and append "
+        "deliveries whose predicate failed, send Beat's recorded runs the broker refused, release delayed "
+        "deliveries when due, and append "
         "committed events of streamed classes to their streams."
     )
 
@@ -30,7 +32,7 @@ class Command(BaseCommand):
                 resend=deliveries_resend_stale,
                 replan=deliveries_replan,
                 scheduled=scheduled_runs_send_unsent,
-                extra=[("streams", stream_relay_pass)],
+                extra=[("delayed", deliveries_send_due), ("streams", stream_relay_pass)],
                 interval=options["interval"],
             )
             try:
@@ -43,7 +45,7 @@ class Command(BaseCommand):
             resend=StaleDeliverySweeper(),
             replan=deliveries_replan,
             scheduled=scheduled_runs_send_unsent,
-            extra=[("streams", stream_relay_pass)],
+            extra=[("delayed", deliveries_send_due), ("streams", stream_relay_pass)],
             interval=options["interval"],
         )
         relay.install_signal_handlers()

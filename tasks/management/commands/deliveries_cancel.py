@@ -1,0 +1,36 @@
+"""``manage.py deliveries_cancel``: the admin's cancel action in a terminal."""
+
+from django.core.management.base import BaseCommand, CommandError
+
+from tasks.models import Delivery
+from tasks.reliability.delivery_state import deliveries_cancel
+
+
+class Command(BaseCommand):
+    help = (
+        "Cancel deliveries not started yet (delayed or queued) for good: a delayed one is never released, a queued "
+        "copy does nothing when a worker takes it. Select by --message-id (a Django task's result id), --handler, "
+        "--status, or --all."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--message-id", action="append", dest="message_ids", help="a message id (repeatable)")
+        parser.add_argument("--handler", help="handler path")
+        parser.add_argument("--status", choices=["delayed", "pending"], help="only delayed or only queued ones")
+        parser.add_argument("--all", action="store_true", help="every match (required without --message-id)")
+
+    def handle(self, *args, message_ids, handler, status, all, **options):
+        if not message_ids and not all:
+            raise CommandError("give --message-id ID (repeatable), or --all to cancel every match")
+        deliveries = Delivery.objects.all()
+        if message_ids:
+            try:
+                deliveries = deliveries.filter(message_id__in=message_ids)
+                deliveries.exists()  # a malformed id is the caller's error, said as such
+            except Exception as exc:
+                raise CommandError(f"bad message id: {exc}") from exc
+        if handler:
+            deliveries = deliveries.filter(handler=handler)
+        if status:
+            deliveries = deliveries.filter(status=status)
+        self.stdout.write(f"cancelled {deliveries_cancel(deliveries=deliveries)}")

@@ -1,0 +1,86 @@
+"""Functions written with Django's task API, for the tests of ``tasks.django_tasks``. Workers load
+them with ``--include tests.support.django_jobs``; each run leaves a mark in Redis, so a test
+counts runs across processes."""
+
+from __future__ import annotations
+
+import os
+
+import redis
+
+from tasks.django_tasks.compat import task
+from tasks.reliability.platform_task import TransientError
+
+RUNS_KEY = "tests:django-jobs:runs"
+
+
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(os.environ["TEST_REDIS_URL"])
+
+
+def runs_of(label: str) -> int:
+    """How many times a run labelled ``label`` started, in any process."""
+    return int(_redis().hget(RUNS_KEY, label) or 0)
+
+
+def _count(label: str) -> int:
+    return int(_redis().hincrby(RUNS_KEY, label, 1))
+
+
+@task
+def noop_task(*args: object, **kwargs: object) -> None:
+    return None
+
+
+@task
+def calculate_meaning_of_life() -> int:
+    return 42
+
+
+@task
+def count_run(label: str) -> int:
+    """Counts its runs under ``label``; returns the count so far."""
+    return _count(label)
+
+
+@task(priority=50, queue_name="low")
+def urgent_on_low(label: str) -> None:
+    _count(label)
+
+
+@task
+def failing_task_value_error() -> None:
+    raise ValueError("This task failed due to ValueError")
+
+
+@task
+def complex_exception() -> None:
+    raise ValueError(ValueError("This task failed"))
+
+
+@task
+def returns_a_set() -> object:
+    return {1, 2}
+
+
+@task
+def fails_once_then_succeeds(label: str) -> str:
+    """A transient error on its first run, success on the next: a retry through the platform."""
+    if _count(label) == 1:
+        raise TransientError("first run: the service is briefly down")
+    return "second time lucky"
+
+
+@task(takes_context=True)
+def reports_context(context, label: str) -> dict:
+    _count(label)
+    return {"attempt": context.attempt, "result_id": context.task_result.id}
+
+
+async def _async_body(x: int) -> int:
+    return x * 2
+
+
+@task
+async def doubles_async(x: int) -> int:
+    return await _async_body(x)
