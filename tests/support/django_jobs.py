@@ -77,6 +77,10 @@ def reports_context(context, label: str) -> dict:
     return {"attempt": context.attempt, "result_id": context.task_result.id}
 
 
+def plain_function() -> None:
+    """Not decorated: a ``Task`` built around it by hand."""
+
+
 async def _async_body(x: int) -> int:
     return x * 2
 
