@@ -3,13 +3,15 @@
 from django.contrib import admin
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
-from tasks.models import DeadLetter, Delivery, Outbox, ScheduleChange
+from tasks.django_tasks.admin import TaskRunAdmin
+from tasks.models import DeadLetter, Delivery, Outbox, ScheduleChange, TaskRun
 from tasks.reliability.admin import DeadLetterAdmin, DeliveryAdmin, OutboxAdmin
 from tasks.scheduling.admin import CrontabScheduleAdmin, PeriodicTaskAdmin, ScheduleChangeAdmin
 
 admin.site.register(DeadLetter, DeadLetterAdmin)
 admin.site.register(Outbox, OutboxAdmin)
 admin.site.register(Delivery, DeliveryAdmin)
+admin.site.register(TaskRun, TaskRunAdmin)
 admin.site.register(ScheduleChange, ScheduleChangeAdmin)
 # django-celery-beat registered its own: replaced by the ones operators can run.
 admin.site.unregister(PeriodicTask)

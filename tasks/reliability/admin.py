@@ -7,14 +7,12 @@ whole filtered set goes at once.
 
 from __future__ import annotations
 
-import json
-
 from django.contrib import admin, messages
 from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import reverse
 from django.utils.html import format_html
 
-from tasks.admin_mixins import ReadOnlyAdminMixin
+from tasks.admin_mixins import ReadOnlyAdminMixin, pretty_json
 from tasks.messaging.deliveries import DispatchError
 from tasks.models import DeadLetter, Delivery, Outbox
 from tasks.reliability.dead_letters import (
@@ -24,10 +22,6 @@ from tasks.reliability.dead_letters import (
     dead_letters_requeue_report,
 )
 from tasks.reliability.delivery_state import deliveries_cancel
-
-
-def _pretty_json(value: object) -> str:
-    return format_html("<pre style='white-space: pre-wrap'>{}</pre>", json.dumps(value, indent=2, sort_keys=True))
 
 
 class DeadLetterAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
@@ -71,15 +65,15 @@ class DeadLetterAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="message payload")
     def payload_display(self, obj: DeadLetter) -> str:
-        return _pretty_json(obj.payload) if obj.payload is not None else "-"
+        return pretty_json(obj.payload) if obj.payload is not None else "-"
 
     @admin.display(description="args")
     def args_display(self, obj: DeadLetter) -> str:
-        return _pretty_json(obj.args)
+        return pretty_json(obj.args)
 
     @admin.display(description="kwargs")
     def kwargs_display(self, obj: DeadLetter) -> str:
-        return _pretty_json(obj.kwargs)
+        return pretty_json(obj.kwargs)
 
     @admin.action(description="Requeue selected dead letters", permissions=["change"])
     def requeue_dead_letters(self, request: HttpRequest, queryset) -> None:
@@ -150,7 +144,7 @@ class OutboxAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="payload")
     def payload_display(self, obj: Outbox) -> str:
-        return _pretty_json(obj.payload)
+        return pretty_json(obj.payload)
 
 
 class DeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
@@ -202,4 +196,4 @@ class DeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="payload")
     def payload_display(self, obj: Delivery) -> str:
-        return _pretty_json(obj.payload)
+        return pretty_json(obj.payload)

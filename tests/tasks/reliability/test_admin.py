@@ -82,3 +82,22 @@ def test_the_requeue_button_of_a_page_loaded_before_another_requeue_sends_nothin
     second = admin_client_logged_in.post(url, {"_requeue": "1"}, follow=True)  # the same page, again
     assert f"Dead letter {dead.pk} is requeued: not requeued." in second.content.decode()
     assert len(queued_messages(redis_client, "default")) == 1
+
+
+def test_the_deliveries_cancel_action_cancels_what_has_not_started_and_says_what_it_left(admin_client_logged_in):
+    rows = {
+        status: recorded_delivery(InvoiceDue(invoice_id=n), handler=HANDLER, status=status)
+        for n, status in enumerate((Delivery.Status.DELAYED, Delivery.Status.PENDING, Delivery.Status.DONE))
+    }
+    response = admin_client_logged_in.post(
+        reverse("admin:tasks_delivery_changelist"),
+        {"action": "cancel_deliveries", "_selected_action": [row.pk for row in rows.values()]},
+        follow=True,
+    )
+    assert "Cancelled 2 delivery(ies). 1 left as they were" in response.content.decode()
+    statuses = {status: Delivery.objects.get(pk=row.pk).status for status, row in rows.items()}
+    assert statuses == {
+        Delivery.Status.DELAYED: Delivery.Status.CANCELLED,
+        Delivery.Status.PENDING: Delivery.Status.CANCELLED,
+        Delivery.Status.DONE: Delivery.Status.DONE,
+    }
