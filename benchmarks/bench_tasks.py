@@ -15,6 +15,7 @@ import redis
 from celery import shared_task
 
 from tasks.bus import get_message_broker
+from tasks.django_tasks.compat import task
 from tasks.messages import Message
 
 LATENCY_KEY = "bench:latency"
@@ -75,3 +76,9 @@ class BenchStreamed(Message):
 
     key: str
     n: int
+
+
+@task
+def bench_job(key: str) -> None:
+    """The Django task API side (issue 18): the same work as ``raw_noop``."""
+    record_start(key)

@@ -21,6 +21,8 @@ from typing import Any
 from celery import signals
 from celery.exceptions import Retry
 from django.db import transaction
+from django.db.models import Exists, Func, JSONField, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from tasks.bus import get_message_broker
@@ -34,7 +36,7 @@ from tasks.django_tasks.compat import (
 )
 from tasks.django_tasks.message import RUN_HANDLER, TASK_ENQUEUED, TaskEnqueued
 from tasks.django_tasks.registry import registered_task
-from tasks.django_tasks.results import task_result_build, task_run_deliveries
+from tasks.django_tasks.results import task_result_build
 from tasks.messaging.deliveries import DELIVER_TASK
 from tasks.messaging.subscriptions import handler_path
 from tasks.models import Delivery, TaskRun
@@ -65,21 +67,43 @@ def task_run(message: TaskEnqueued) -> None:
 
 
 def task_run_attempt_started(*, result_id: uuid.UUID, worker_id: str) -> None:
-    """Record an attempt's start (its own commit) and send ``task_started``; nothing for a copy of
-    a run that is done or cancelled."""
-    with transaction.atomic():
-        delivery = task_run_deliveries([result_id]).get(result_id)
-        run = TaskRun.objects.select_for_update().filter(result_id=result_id).first()
-        if run is None or delivery is None or delivery.status not in UNFINISHED:
-            return
-        now = timezone.now()
-        run.started_at = run.started_at or now
-        run.last_attempted_at = now
-        run.finished_at = None  # a requeued run is unfinished again
-        run.worker_ids = [*run.worker_ids, worker_id]
-        run.save(update_fields=["started_at", "last_attempted_at", "finished_at", "worker_ids"])
-    started = task_result_build(run, delivery=delivery, status=TaskResultStatus.RUNNING)
-    task_started.send(backend_sender(run.backend), task_result=started)
+    """Record an attempt's start (one statement, its own commit) and send ``task_started``;
+    nothing for a copy of a run that is done or cancelled."""
+    now = timezone.now()
+    startable = Delivery.objects.filter(message_id=result_id, handler=RUN_HANDLER, status__in=UNFINISHED)
+    recorded = TaskRun.objects.filter(Exists(startable), result_id=result_id).update(
+        started_at=Coalesce("started_at", Value(now)),
+        last_attempted_at=now,
+        finished_at=None,  # a requeued run is unfinished again
+        worker_ids=JSONAppend("worker_ids", Value(worker_id)),
+    )
+    if recorded and task_started.has_listeners():
+        run = TaskRun.objects.get(result_id=result_id)
+        task_started.send(
+            backend_sender(run.backend),
+            task_result=task_result_build(run, delivery=None, status=TaskResultStatus.RUNNING),
+        )
+
+
+class JSONAppend(Func):
+    """``array + [value]`` for a JSON array column, as one SQL expression (no read first);
+    PostgreSQL and SQLite, the databases the platform runs on."""
+
+    output_field = JSONField()
+
+    def _parts(self, compiler: Any) -> tuple[str, str, list]:
+        (array_sql, array_params), (value_sql, value_params) = (
+            compiler.compile(e) for e in self.get_source_expressions()
+        )
+        return array_sql, value_sql, [*array_params, *value_params]
+
+    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list]:
+        array_sql, value_sql, params = self._parts(compiler)
+        return f"({array_sql} || jsonb_build_array(({value_sql})::text))", params
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list]:
+        array_sql, value_sql, params = self._parts(compiler)
+        return f"json_insert({array_sql}, '$[#]', {value_sql})", params
 
 
 def task_run_attempt_failed(*, result_id: uuid.UUID, exc: BaseException, tb: str, final: bool) -> None:

@@ -1,0 +1,51 @@
+"""The runner's attempt records: one statement per start, nothing for a finished run, errors kept
+per attempt (on PostgreSQL and SQLite alike: the JSON append is SQL of each)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tasks.django_tasks.compat import TaskResultStatus, task_started
+from tasks.django_tasks.runner import task_run_attempt_failed, task_run_attempt_started
+from tasks.models import Delivery, TaskRun
+from tests.support import django_jobs as jobs
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_each_start_of_an_unfinished_run_adds_its_worker_and_keeps_the_first_start():
+    result = jobs.noop_task.enqueue()
+    seen = []
+
+    def receiver(sender, task_result, **kwargs):
+        seen.append((task_result.status, task_result.attempts))
+
+    task_started.connect(receiver)
+    try:
+        task_run_attempt_started(result_id=result.id, worker_id="w1")
+        first = TaskRun.objects.get(result_id=result.id)
+        task_run_attempt_started(result_id=result.id, worker_id="w2")
+    finally:
+        task_started.disconnect(receiver)
+    run = TaskRun.objects.get(result_id=result.id)
+    assert run.worker_ids == ["w1", "w2"] and run.started_at == first.started_at
+    assert run.last_attempted_at > first.last_attempted_at
+    assert seen == [(TaskResultStatus.RUNNING, 1), (TaskResultStatus.RUNNING, 2)]
+
+
+def test_a_copy_of_a_finished_or_cancelled_run_records_no_attempt():
+    for status in (Delivery.Status.DONE, Delivery.Status.CANCELLED):
+        result = jobs.noop_task.enqueue()
+        Delivery.objects.filter(message_id=result.id).update(status=status)
+        task_run_attempt_started(result_id=result.id, worker_id="late copy")
+        assert TaskRun.objects.get(result_id=result.id).worker_ids == []
+
+
+def test_failed_attempts_keep_each_error_and_only_the_final_one_finishes_the_run():
+    result = jobs.noop_task.enqueue()
+    task_run_attempt_failed(result_id=result.id, exc=TimeoutError("slow"), tb="TimeoutError: slow\n", final=False)
+    assert TaskRun.objects.get(result_id=result.id).finished_at is None
+    task_run_attempt_failed(result_id=result.id, exc=ValueError("bad"), tb="ValueError: bad\n", final=True)
+    run = TaskRun.objects.get(result_id=result.id)
+    assert [e["exception_class_path"] for e in run.errors] == ["builtins.TimeoutError", "builtins.ValueError"]
+    assert run.finished_at is not None
