@@ -3,8 +3,9 @@
 from django.contrib import admin
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
+from tasks.batches.admin import BatchAdmin
 from tasks.django_tasks.admin import TaskRunAdmin
-from tasks.models import DeadLetter, Delivery, Outbox, ScheduleChange, TaskRun
+from tasks.models import Batch, DeadLetter, Delivery, Outbox, ScheduleChange, TaskRun
 from tasks.reliability.admin import DeadLetterAdmin, DeliveryAdmin, OutboxAdmin
 from tasks.scheduling.admin import CrontabScheduleAdmin, PeriodicTaskAdmin, ScheduleChangeAdmin
 
@@ -12,6 +13,7 @@ admin.site.register(DeadLetter, DeadLetterAdmin)
 admin.site.register(Outbox, OutboxAdmin)
 admin.site.register(Delivery, DeliveryAdmin)
 admin.site.register(TaskRun, TaskRunAdmin)
+admin.site.register(Batch, BatchAdmin)
 admin.site.register(ScheduleChange, ScheduleChangeAdmin)
 # django-celery-beat registered its own: replaced by the ones operators can run.
 admin.site.unregister(PeriodicTask)

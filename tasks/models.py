@@ -34,6 +34,33 @@ class Outbox(models.Model):
         return f"{self.message_type} {self.message_id}"
 
 
+class Batch(models.Model):
+    """A set of jobs and event deliveries that finish together: when every member is done, dead
+    or cancelled, its completion callback (a Django task) is enqueued once, with the counts."""
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open (members being added)"
+        CLOSED = "closed", "Closed (running)"
+        FINISHED = "finished", "Finished"
+
+    name = models.CharField(max_length=200)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN, db_index=True)
+    on_complete = models.CharField(max_length=255, blank=True, help_text="The Django task run when it finishes.")
+    total = models.PositiveIntegerField(default=0, help_text="Members, counted when it closes.")
+    done = models.PositiveIntegerField(default=0, help_text="Members done, counted when it finishes.")
+    failed = models.PositiveIntegerField(default=0, help_text="Members dead or cancelled, counted when it finishes.")
+    callback_result_id = models.UUIDField(null=True, blank=True, help_text="The completion task's result id.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "batches"
+
+    def __str__(self) -> str:
+        return f"{self.name} #{self.pk}"
+
+
 class Delivery(models.Model):
     """One message for one async handler: recorded when sent, marked done when handled.
 
@@ -75,6 +102,9 @@ class Delivery(models.Model):
     trace_context = models.JSONField(
         null=True, blank=True, default=dict, help_text="W3C trace context every send of it continues."
     )
+    batch = models.ForeignKey(
+        Batch, null=True, blank=True, on_delete=models.SET_NULL, related_name="members", db_index=False
+    )
 
     class Meta:
         verbose_name_plural = "deliveries"
@@ -91,6 +121,10 @@ class Delivery(models.Model):
             models.Index(fields=["completed_at"], condition=models.Q(status="done"), name="delivery_done_idx"),
             # The relay releases delayed rows in due order.
             models.Index(fields=["run_after"], condition=models.Q(status="delayed"), name="delivery_delayed_idx"),
+            # A batch's progress: its members counted by status.
+            models.Index(
+                fields=["batch", "status"], condition=models.Q(batch__isnull=False), name="delivery_batch_idx"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -24,6 +24,7 @@ from kombu import exceptions as kombu_exceptions
 from kombu.pools import ProducerPool
 
 from tasks.messages import Message
+from tasks.messaging.batch_context import current_batch_id
 from tasks.messaging.subscriptions import Subscription
 from tasks.messaging.trace_context import trace_context_capture, trace_context_restored
 from tasks.models import Delivery
@@ -78,9 +79,11 @@ def deliveries_build(
     run_after: datetime | None = None,
 ) -> list[Delivery]:
     """One unsaved Delivery per (message, subscription), continuing ``trace_context``: pending,
-    or delayed (held in the database, unsent) when ``run_after`` is in the future."""
+    or delayed (held in the database, unsent) when ``run_after`` is in the future; a member of
+    the current batch (``batch_context``), if any."""
     now = timezone.now()
     delayed = run_after is not None and run_after > now
+    batch_id = current_batch_id()
     return [
         Delivery(
             message_id=message.message_id,
@@ -95,6 +98,7 @@ def deliveries_build(
             sent_at=None if delayed else now,
             send_count=0 if delayed else 1,
             trace_context=trace_context or {},
+            batch_id=batch_id,
         )
         for message, subscription in plan
     ]

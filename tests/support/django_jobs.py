@@ -4,7 +4,9 @@ counts runs across processes."""
 
 from __future__ import annotations
 
+import json
 import os
+import time
 
 import redis
 
@@ -88,3 +90,25 @@ async def _async_body(x: int) -> int:
 @task
 async def doubles_async(x: int) -> int:
     return await _async_body(x)
+
+
+CALLBACKS_KEY = "tests:django-jobs:batch-callbacks"
+
+
+@task
+def batch_finished(batch_id: int, name: str, total: int, done: int, failed: int) -> None:
+    """A batch's completion callback: each call recorded (a Redis list), to count them."""
+    _redis().rpush(CALLBACKS_KEY, json.dumps([batch_id, name, total, done, failed]))
+
+
+def batch_callbacks() -> list[list]:
+    """Every completion callback that ran, in order: [batch_id, name, total, done, failed]."""
+    return [json.loads(raw) for raw in _redis().lrange(CALLBACKS_KEY, 0, -1)]
+
+
+@task
+def slow_count_run(label: str, seconds: float) -> int:
+    """``count_run`` that takes ``seconds``: a worker killed mid-batch is killed mid-run."""
+    count = _count(label)
+    time.sleep(seconds)
+    return count

@@ -2,6 +2,7 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
+from tasks.batches.completion import batches_finish
 from tasks.messaging.deliveries import DispatchError
 from tasks.messaging.relay import Relay
 from tasks.monitoring.tracing import tracing_configure
@@ -16,7 +17,7 @@ class Command(BaseCommand):
     help = (
         "Send outbox rows the committing process could not send, re-send deliveries the broker lost, plan again "
         "deliveries whose predicate failed, send Beat's recorded runs the broker refused, release delayed "
-        "deliveries when due, and append "
+        "deliveries when due, finish batches whose members all finished, and append "
         "committed events of streamed classes to their streams."
     )
 
@@ -32,7 +33,7 @@ class Command(BaseCommand):
                 resend=deliveries_resend_stale,
                 replan=deliveries_replan,
                 scheduled=scheduled_runs_send_unsent,
-                extra=[("delayed", deliveries_send_due), ("streams", stream_relay_pass)],
+                extra=[("delayed", deliveries_send_due), ("batches", batches_finish), ("streams", stream_relay_pass)],
                 interval=options["interval"],
             )
             try:
@@ -45,7 +46,7 @@ class Command(BaseCommand):
             resend=StaleDeliverySweeper(),
             replan=deliveries_replan,
             scheduled=scheduled_runs_send_unsent,
-            extra=[("delayed", deliveries_send_due), ("streams", stream_relay_pass)],
+            extra=[("delayed", deliveries_send_due), ("batches", batches_finish), ("streams", stream_relay_pass)],
             interval=options["interval"],
         )
         relay.install_signal_handlers()
