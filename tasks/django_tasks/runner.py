@@ -38,6 +38,7 @@ from tasks.django_tasks.message import RUN_HANDLER, TASK_ENQUEUED, TaskEnqueued
 from tasks.django_tasks.registry import registered_task
 from tasks.django_tasks.results import task_result_build
 from tasks.messaging.deliveries import DELIVER_TASK
+from tasks.messaging.round_trips import execute_with_async_commit, update_sql
 from tasks.messaging.subscriptions import handler_path
 from tasks.models import Delivery, TaskRun
 from tasks.queues import DEFAULT
@@ -71,12 +72,18 @@ def task_run_attempt_started(*, result_id: uuid.UUID, worker_id: str) -> None:
     nothing for a copy of a run that is done or cancelled."""
     now = timezone.now()
     startable = Delivery.objects.filter(message_id=result_id, handler=RUN_HANDLER, status__in=UNFINISHED)
-    recorded = TaskRun.objects.filter(Exists(startable), result_id=result_id).update(
-        started_at=Coalesce("started_at", Value(now)),
-        last_attempted_at=now,
-        finished_at=None,  # a requeued run is unfinished again
-        worker_ids=JSONAppend("worker_ids", Value(worker_id)),
+    record = update_sql(
+        TaskRun.objects.filter(Exists(startable), result_id=result_id),
+        {
+            "started_at": Coalesce("started_at", Value(now)),
+            "last_attempted_at": now,
+            "finished_at": None,  # a requeued run is unfinished again
+            "worker_ids": JSONAppend("worker_ids", Value(worker_id)),
+        },
     )
+    # Committed without waiting for the disk, as the delivery's start count is: a record lost in
+    # a database crash only misses one attempt's start.
+    recorded = execute_with_async_commit(f"{record[0]} RETURNING 1", record[1])
     if recorded and task_started.has_listeners():
         run = TaskRun.objects.get(result_id=result_id)
         task_started.send(
