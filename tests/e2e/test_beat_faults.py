@@ -5,7 +5,7 @@ Each due run is a ``ScheduledRun`` row keyed by (schedule, due time); the schedu
 it executes. Every test asserts two numbers over the runs Beat recorded: lost (recorded, never
 executed) = 0 and executed twice = 0.
 
-``BEAT_CHAOS_SECONDS`` (default 120) sets how long the two-Beat chaos test runs; ``make soak``
+``BEAT_CHAOS_SECONDS`` (default 60) sets how long the two-Beat chaos test runs; ``make soak``
 runs it for 10 minutes.
 """
 
@@ -36,7 +36,7 @@ from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
-CHAOS_SECONDS = float(os.environ.get("BEAT_CHAOS_SECONDS", "120"))
+CHAOS_SECONDS = float(os.environ.get("BEAT_CHAOS_SECONDS", "60"))
 INTERVAL = 5  # the chaos schedule's interval, seconds
 LEASE_TTL = 3  # BEAT_LOCK_TTL of the chaos and namespace tests
 STOP_SECONDS = 5  # how long a leader stays SIGSTOPped: past its lease
