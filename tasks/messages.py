@@ -198,6 +198,10 @@ class Message(metaclass=_MessageMeta):
                     f"None, lists and str-keyed dicts; annotate the items (e.g. dict[str, Decimal]) instead"
                 )
 
+    def describe(self) -> str:
+        """What this message is, in operators' lists (the status page's dead letters)."""
+        return self.message_name
+
     def delivery_queue(self) -> str | None:
         """The queue this message's deliveries go to instead of their subscriptions' (None: theirs).
 

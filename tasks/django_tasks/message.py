@@ -28,6 +28,9 @@ class TaskEnqueued(Message):
     queue_name: str
     priority: int
 
+    def describe(self) -> str:
+        return f"Django task {self.task_path}"
+
     def delivery_queue(self) -> str:
         return self.queue_name
 

@@ -15,6 +15,7 @@ from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 from django_celery_results.models import TaskResult
 
+from tasks.messages import Message
 from tasks.models import DeadLetter, Outbox
 from tasks.scheduling.next_run import NextRunUnknown, periodic_task_next_run
 
@@ -44,6 +45,18 @@ def dead_letter_count() -> int:
 
 def newest_dead_letters(limit: int = 10) -> list[DeadLetter]:
     return list(DeadLetter.objects.filter(status=DeadLetter.Status.DEAD).order_by("-last_failed_at")[:limit])
+
+
+def dead_letter_subject(row: DeadLetter) -> str:
+    """What failed, for operators: the message's own description for a failed delivery (a Django
+    task's name, say), the task name otherwise; the payload is read as any message, so an
+    unreadable one is shown by its task name."""
+    if row.payload and row.message_type:
+        try:
+            return Message.from_json(row.payload).describe()
+        except Exception:  # a payload this code cannot read is still listed
+            return row.task_name
+    return row.task_name
 
 
 def failures_by_task(*, since: datetime, limit: int = 20) -> list[dict]:

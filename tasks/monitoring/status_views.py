@@ -11,6 +11,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse
 
+from tasks.monitoring.selectors import dead_letter_subject
 from tasks.monitoring.status_snapshot import take_snapshot
 from tasks.scheduling.lease import beat_lateness
 
@@ -49,7 +50,10 @@ def chart_bars(per_minute: list[dict]) -> list[dict]:
 def platform_status(request: HttpRequest, *, site: AdminSite) -> HttpResponse:
     snapshot = take_snapshot()
     dead_letter_list = admin_url("tasks_deadletter_changelist")
-    dead_letters = [{"row": row, "url": admin_url("tasks_deadletter_change", row.pk)} for row in snapshot.dead_letters]
+    dead_letters = [
+        {"row": row, "what": dead_letter_subject(row), "url": admin_url("tasks_deadletter_change", row.pk)}
+        for row in snapshot.dead_letters
+    ]
     context = {
         **site.each_context(request),
         "title": "Platform status",

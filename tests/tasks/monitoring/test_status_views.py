@@ -12,6 +12,7 @@ from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from django_celery_results.models import TaskResult
 
+from tasks.django_tasks.message import TaskEnqueued
 from tasks.models import BeatHeartbeat, DeadLetter
 from tasks.monitoring import selectors
 from tasks.monitoring.status_views import admin_url, chart_bars
@@ -193,3 +194,22 @@ def test_task_result_reads_use_indexes_and_a_time_window():
     for sql in reads:
         assert re.search(r'"date_done" >= ', sql), sql
         assert full_scans_of_task_results(sql) == [], sql
+
+
+def test_a_dead_lettered_django_task_is_listed_by_its_task_name(
+    admin_client_logged_in, redis_client, quick_broker_reads
+):
+    message = TaskEnqueued(task_path="tests.support.django_jobs.failing_task_value_error", queue_name="default", priority=0)
+    payload = message.to_json()
+    now = timezone.now()
+    DeadLetter.objects.create(
+        task_name="tasks.deliver", handler="tasks.django_tasks.runner.task_run", message_type=payload["type"],
+        payload=payload, exception_type="ValueError", first_failed_at=now, last_failed_at=now,
+    )  # fmt: skip
+    DeadLetter.objects.create(
+        task_name="tasks.deliver", handler="h", message_type="gone.type", payload={"type": "gone.type", "data": {}},
+        exception_type="KeyError", first_failed_at=now, last_failed_at=now,
+    )  # fmt: skip
+    html = admin_client_logged_in.get(reverse(STATUS_URL)).content.decode()
+    assert "Django task tests.support.django_jobs.failing_task_value_error" in html
+    assert ">tasks.deliver<" in html, "a payload this code cannot read is listed by its task name"
