@@ -199,7 +199,8 @@ def test_task_result_reads_use_indexes_and_a_time_window():
 def test_a_dead_lettered_django_task_is_listed_by_its_task_name(
     admin_client_logged_in, redis_client, quick_broker_reads
 ):
-    message = TaskEnqueued(task_path="tests.support.django_jobs.failing_task_value_error", queue_name="default", priority=0)
+    task_path = "tests.support.django_jobs.failing_task_value_error"
+    message = TaskEnqueued(task_path=task_path, queue_name="default", priority=0)
     payload = message.to_json()
     now = timezone.now()
     DeadLetter.objects.create(
