@@ -86,8 +86,7 @@ class PlatformTaskBackend(BaseTaskBackend):
         with transaction.atomic(savepoint=False):
             run.save(force_insert=True)
             register_event(event, run_after=task.run_after)
-        result = task_result_build(run, delivery=None, status=TaskResultStatus.READY)
-        object.__setattr__(result, "task", task)
+        result = task_result_build(run, delivery=None, status=TaskResultStatus.READY, task=task)
         task_enqueued.send(type(self), task_result=result)
         return result
 

@@ -45,16 +45,19 @@ def task_run_status(delivery: Delivery | None) -> TaskResultStatus:
     return TaskResultStatus.READY if delivery is None else STATUS_OF_DELIVERY[delivery.status]
 
 
-def task_result_build(run: TaskRun, *, delivery: Delivery | None, status: TaskResultStatus | None = None) -> TaskResult:
+def task_result_build(
+    run: TaskRun, *, delivery: Delivery | None, status: TaskResultStatus | None = None, task: Task | None = None
+) -> TaskResult:
     """The ``TaskResult`` of ``run``; ``status`` overrides the delivery's (a signal sent as a
-    worker starts it, before its delivery says so)."""
+    worker starts it, before its delivery says so), ``task`` the task found from the run's path
+    (the caller's own, at enqueue)."""
     errors = [TaskError(exception_class_path=e["exception_class_path"], traceback=e["traceback"]) for e in run.errors]
     finished_at = run.finished_at
     if delivery is not None and delivery.status == Delivery.Status.CANCELLED:
         errors.append(TaskError(exception_class_path=f"{__name__}.TaskCancelled", traceback="cancelled before it ran"))
         finished_at = delivery.completed_at
     result = TaskResult(
-        task=_task_for(run),
+        task=task or _task_for(run),
         id=str(run.result_id),
         status=status or task_run_status(delivery),
         enqueued_at=run.enqueued_at,
@@ -94,4 +97,11 @@ def _task_for(run: TaskRun) -> Task:
             found = None
     if not isinstance(found, Task):
         raise SuspiciousOperation(f"Task {run.result_id} does not point to a Task ({run.task_path})")
+    if (found.queue_name, found.priority, found.run_after, found.backend) == (
+        run.queue,
+        run.priority,
+        run.run_after,
+        run.backend,
+    ):
+        return found  # as decorated: no variant to build (and validate) again
     return found.using(queue_name=run.queue, priority=run.priority, run_after=run.run_after, backend=run.backend)

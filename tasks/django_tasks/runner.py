@@ -47,9 +47,14 @@ from tasks.reliability.deliver import RefusedDelivery, UnknownHandler, UnknownTo
 UNFINISHED = (Delivery.Status.PENDING, Delivery.Status.RUNNING)
 
 
+# The row of the run this worker process is starting, read as its attempt was recorded.
+_started: dict[uuid.UUID, TaskRun] = {}
+
+
 def task_run(message: TaskEnqueued) -> None:
     """Run the Django task of ``message`` once and store its return value (see module docstring)."""
-    run = TaskRun.objects.filter(result_id=message.message_id).first()
+    # The row this process read as the attempt started (one query fewer), else the database's.
+    run = _started.pop(message.message_id, None) or TaskRun.objects.filter(result_id=message.message_id).first()
     if run is None:
         raise RefusedDelivery(f"no task run {message.message_id}: not an enqueue of this platform")
     task = registered_task(run.task_path)
@@ -84,8 +89,12 @@ def task_run_attempt_started(*, result_id: uuid.UUID, worker_id: str) -> None:
     # Committed without waiting for the disk, as the delivery's start count is: a record lost in
     # a database crash only misses one attempt's start.
     recorded = execute_with_async_commit(f"{record[0]} RETURNING 1", record[1])
-    if recorded and task_started.has_listeners():
-        run = TaskRun.objects.get(result_id=result_id)
+    if not recorded:
+        return
+    run = TaskRun.objects.get(result_id=result_id)
+    _started.clear()  # at most the run this process is about to start
+    _started[result_id] = run
+    if task_started.has_listeners():
         task_started.send(
             backend_sender(run.backend),
             task_result=task_result_build(run, delivery=None, status=TaskResultStatus.RUNNING),
