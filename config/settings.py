@@ -416,6 +416,10 @@ if any(seconds <= 0 for seconds in QUEUE_EXPIRES.values()):
 # A periodic run expires a schedule period after its publish (unless the schedule sets its own
 # expiry): a run that waited in the queue until the next was due is not run next to it.
 SCHEDULE_RUNS_EXPIRE_AT_NEXT_DUE = env.bool("SCHEDULE_RUNS_EXPIRE_AT_NEXT_DUE", default=True)
+# Schedule punctuality (tasks/scheduling/punctuality.py): the window its runs are judged over,
+# and how long after its due time a run may be sent and still be on time (seconds).
+SCHEDULE_PUNCTUALITY_WINDOW = env.int("SCHEDULE_PUNCTUALITY_WINDOW", default=6 * 3600)
+SCHEDULE_LATE_AFTER = env.int("SCHEDULE_LATE_AFTER", default=30)
 
 # LOG_FORMAT: "text" (readable, the default) or "json" (one object per line, for log shippers).
 LOG_FORMAT = env.str("LOG_FORMAT", default="text")

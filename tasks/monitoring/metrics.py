@@ -22,6 +22,7 @@ from tasks.monitoring.queue_stats import QueueStats, queue_stats
 from tasks.monitoring.worker_presence import WorkerPresence, worker_presence
 from tasks.queues import QUEUES
 from tasks.scheduling.lease import beat_status
+from tasks.scheduling.punctuality import Punctuality, schedules_punctuality
 from tasks.streams.queue_stats import ConsumerQueueStats, consumer_queue_stats
 from tasks.streams.stats import StreamStats, stream_stats
 
@@ -31,6 +32,7 @@ def _database_facts() -> dict:
         "outbox": selectors.outbox_backlog(),
         "dead_letters": selectors.dead_letter_count(),
         "beat": beat_status(),
+        "schedules": schedules_punctuality(),
     }
 
 
@@ -97,6 +99,19 @@ class PlatformCollector(Collector):
                 yield GaugeMetricFamily(
                     "platform_beat_heartbeat_age_seconds", "Seconds since Beat's last tick.", value=beat.age_seconds
                 )
+            yield from _schedule_metrics(facts["schedules"])
+
+
+def _schedule_metrics(schedules: list[Punctuality]) -> Iterator[Metric]:
+    runs = GaugeMetricFamily(
+        "platform_schedule_runs",
+        "Runs each enabled schedule implied in the punctuality window, by outcome (on_time, late, missed).",
+        labels=["schedule", "outcome"],
+    )
+    for item in schedules:
+        for outcome, count in (("on_time", item.on_time), ("late", item.late), ("missed", item.missed)):
+            runs.add_metric([item.name, outcome], count)
+    yield runs
 
 
 def _celery_queue_metrics(queues: list[QueueStats]) -> Iterator[Metric]:

@@ -18,6 +18,7 @@ from django_celery_results.models import TaskResult
 from tasks.messages import Message
 from tasks.models import DeadLetter, Outbox
 from tasks.scheduling.next_run import NextRunUnknown, periodic_task_next_run
+from tasks.scheduling.punctuality import Punctuality, schedule_punctuality
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ class ScheduleRow:
     next_run_at: datetime | None
     last_status: str
     last_done_at: datetime | None
+    punctuality: Punctuality | None = None
 
 
 def schedules_overview(*, since: datetime, now: datetime | None = None, limit: int = 100) -> list[ScheduleRow]:
@@ -124,6 +126,7 @@ def schedules_overview(*, since: datetime, now: datetime | None = None, limit: i
             next_run_at=_next_run_or_none(task, now),
             last_status=statuses.get(task.name, ""),
             last_done_at=latest.get(task.name),
+            punctuality=schedule_punctuality(task, now=now),
         )
         for task in tasks
     ]

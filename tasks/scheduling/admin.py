@@ -1,7 +1,9 @@
 """Admin for schedules: django-celery-beat's PeriodicTask admin, replaced by one operators can run.
 
-On the list: last run (time, status, duration, linked to its task results), next run, a
-**Run now** action. On the page: the task chosen from the registered tasks, the misfire
+On the list: last run (time, status, duration, linked to its task results), next run,
+punctuality (on time, late or missed runs, ``tasks.scheduling.punctuality``), a **Run now**
+action and a **Backfill** action (the runs of a chosen window that were never sent). On the
+page: the task chosen from the registered tasks, the misfire
 and overlap policy inline, the runs and the history of the schedule. Bad input (JSON that
 is not a list or an object, an unknown task or queue, a crontab that never fires) is a
 form error, never a 500. Every change made here is recorded with the admin user.
@@ -18,6 +20,7 @@ from urllib.parse import urlencode
 from django.contrib import admin, messages
 from django.db.models import F, OuterRef, QuerySet, Subquery
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
@@ -28,10 +31,12 @@ from django_celery_results.models import TaskResult
 
 from tasks.admin_mixins import ReadOnlyAdminMixin
 from tasks.models import ScheduleChange, SchedulePolicy
-from tasks.scheduling.admin_forms import CrontabScheduleForm, PeriodicTaskForm, SchedulePolicyForm
+from tasks.scheduling.admin_forms import BackfillForm, CrontabScheduleForm, PeriodicTaskForm, SchedulePolicyForm
+from tasks.scheduling.backfill import schedule_backfill
 from tasks.scheduling.declared import periodic_task_run_now
 from tasks.scheduling.history import schedule_change_context, schedule_change_record
 from tasks.scheduling.next_run import NextRunUnknown, periodic_task_next_run
+from tasks.scheduling.punctuality import schedule_punctuality
 
 HISTORY_ROWS_ON_PAGE = 20
 
@@ -93,10 +98,11 @@ class PeriodicTaskAdmin(_RecordedChanges, StockPeriodicTaskAdmin):
         "last_status",
         "last_duration",
         "next_run",
+        "punctuality",
         "runs_link",
     )
     list_filter = ["enabled", "one_off", "task", "queue"]
-    actions = ("run_now", "enable_tasks", "disable_tasks", "toggle_tasks")
+    actions = ("run_now", "backfill_runs", "enable_tasks", "disable_tasks", "toggle_tasks")
     readonly_fields = (
         "last_run_at",
         "crontab_translation",
@@ -149,6 +155,10 @@ class PeriodicTaskAdmin(_RecordedChanges, StockPeriodicTaskAdmin):
             return periodic_task_next_run(obj) or "—"
         except NextRunUnknown:  # shown as unknown, not as a 500
             return "unknown"
+
+    @admin.display(description="Punctuality")
+    def punctuality(self, obj: PeriodicTask) -> str:
+        return schedule_punctuality(obj).summary
 
     @admin.display(description="Runs")
     def runs_link(self, obj: PeriodicTask) -> str:
@@ -226,6 +236,33 @@ class PeriodicTaskAdmin(_RecordedChanges, StockPeriodicTaskAdmin):
             self.message_user(request, f"Sent now: {', '.join(sent)}.", messages.SUCCESS)
         if failed:
             self.message_user(request, f"Could not send: {', '.join(failed)}.", messages.ERROR)
+
+    @admin.action(description="Backfill missed runs of a time window", permissions=["change"])
+    def backfill_runs(self, request: HttpRequest, queryset: QuerySet[PeriodicTask]) -> HttpResponse | None:
+        form = BackfillForm(request.POST if "apply" in request.POST else None)
+        if not form.is_valid():
+            context = {
+                **self.admin_site.each_context(request),
+                "form": form,
+                "queryset": queryset,
+                "time_zone": timezone.get_current_timezone_name(),
+                "title": "Backfill runs",
+            }
+            return TemplateResponse(request, "admin/django_celery_beat/periodictask/backfill.html", context)
+        start, end = form.cleaned_data["start"], form.cleaned_data["end"]
+        for periodic_task in queryset:
+            try:
+                outcome = schedule_backfill(task=periodic_task, start=start, end=end)
+            except Exception as exc:  # a schedule that cannot be evaluated, a window too long: say so
+                self.message_user(request, f"{periodic_task.name}: not backfilled: {exc}", messages.ERROR)
+                continue
+            text = f"{periodic_task.name}: sent {len(outcome.sent)} run(s)"
+            if outcome.unsent:
+                text += f", {len(outcome.unsent)} recorded for the relay (the broker refused them)"
+            if outcome.skipped:
+                text += f", skipped {outcome.skipped}: {outcome.reason}"
+            self.message_user(request, text + ".", messages.SUCCESS)
+        return None
 
     def _bulk_update(self, request: HttpRequest, queryset: QuerySet[PeriodicTask], verb: str, **fields: Any) -> None:
         # update() sends no signals, so the history and Beat's incremental reload are told here.

@@ -121,3 +121,20 @@ class SchedulePolicyForm(forms.ModelForm):
     def has_changed(self) -> bool:
         # Store the policy with every new schedule, defaults included, so it is explicit.
         return self.instance.pk is None or super().has_changed()
+
+
+class BackfillForm(forms.Form):
+    """The window of a backfill: its runs due after ``start`` and up to ``end`` are looked at."""
+
+    start = forms.DateTimeField(help_text="Due after this time.")
+    end = forms.DateTimeField(help_text="Up to this time (not in the future).")
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        start, end = cleaned.get("start"), cleaned.get("end")
+        if start and end:
+            if end <= start:
+                raise forms.ValidationError("The window must end after it starts.")
+            if end > timezone.now():
+                raise forms.ValidationError("The window cannot reach into the future: Beat sends those runs.")
+        return cleaned

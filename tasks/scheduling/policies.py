@@ -39,7 +39,7 @@ def skip_reason(entry: PlatformEntry, *, active_since: datetime.datetime | None,
     missed = entry.ran_before and _missed(entry, active_since)
     if missed and entry.misfire == Misfire.SKIP:
         return "missed run (misfire policy skip)"
-    if entry.overlap == Overlap.SKIP and _previous_run_unfinished(entry, app):
+    if entry.overlap == Overlap.SKIP and previous_run_unfinished(entry, app):
         return "previous run still running (overlap policy skip)"
     if missed:
         logger.info("PlatformScheduler: catching up missed run of %s (misfire policy run_once)", entry.name)
@@ -51,7 +51,8 @@ def _missed(entry: PlatformEntry, active_since: datetime.datetime | None) -> boo
     return due is not None and active_since is not None and due < active_since - MISFIRE_TOLERANCE
 
 
-def _previous_run_unfinished(entry: PlatformEntry, app: Any) -> bool:
+def previous_run_unfinished(entry: PlatformEntry, app: Any) -> bool:
+    """Whether the previous run of ``entry``'s schedule is queued or running (overlap skip)."""
     task = app.tasks.get(entry.task)
     if task is not None and task.ignore_result:
         return False  # no result rows to watch: overlap cannot be seen, so never block

@@ -43,7 +43,8 @@ def job_send(*, task: str, args: list, kwargs: dict, options: dict[str, Any], ta
     return app.send_task(task, args=args, kwargs=kwargs, task_id=task_id, retry=False, **options)
 
 
-def _stored_options(options: dict[str, Any]) -> dict[str, Any]:
+def stored_options(options: dict[str, Any]) -> dict[str, Any]:
+    """A run's send options as its row stores them (JSON: an expiry datetime as ISO text)."""
     stored = dict(options)
     if isinstance(stored.get("expires"), datetime.datetime):
         stored["expires"] = stored["expires"].isoformat()
@@ -90,7 +91,7 @@ def scheduled_run_record(
                 "task": task,
                 "args": list(args),
                 "kwargs": dict(kwargs),
-                "options": _stored_options(options),
+                "options": stored_options(options),
                 "task_id": str(uuid.uuid4()),
                 "leader": lease.identity,
                 "leader_generation": lease.generation,

@@ -122,6 +122,8 @@ def test_status_page_shows_beat_failures_dead_letters_schedules_and_the_chart(
     assert "SMTPError" in html
     (schedule,) = snapshot.schedules
     assert schedule.last_status == "SUCCESS"
+    assert schedule.punctuality.state in ("no runs due", "missed")
+    assert 'class="punctuality' in html
     assert schedule.next_run_at is not None
     assert {q.name for q in snapshot.queues} == {"high", "default", "low"}
     assert html.count('class="total"') == 60

@@ -7,6 +7,7 @@ import pytest
 from celery import current_app
 from django.urls import reverse
 from django.utils import timezone
+from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
 from tasks.models import BeatHeartbeat, DeadLetter, Outbox
 from tasks.monitoring import health
@@ -73,6 +74,9 @@ def test_metrics_report_queues_outbox_dead_letters_and_beat_when_read_with_the_t
     row = Outbox.objects.create(message_id=uuid.uuid4(), message_type="test.event.v1", payload={})
     Outbox.objects.filter(pk=row.pk).update(created_at=now - timedelta(seconds=120))
     BeatHeartbeat.objects.create(name="beat", leader="h:1", last_tick_at=now - timedelta(seconds=30))
+    every_minute = CrontabSchedule.objects.create(minute="*", hour="*", timezone="UTC")
+    schedule = PeriodicTask.objects.create(name="every minute", task="tasks.ping", crontab=every_minute)
+    PeriodicTask.objects.filter(pk=schedule.pk).update(date_changed=now - timedelta(minutes=10))
     for _ in range(3):
         current_app.send_task("tasks.ping", queue="low")
 
@@ -94,6 +98,9 @@ def test_metrics_report_queues_outbox_dead_letters_and_beat_when_read_with_the_t
     assert found[("celery_queue_length", (("queue_name", "high"),))] == 0
     assert found[("celery_active_worker_count", (("queue_name", "low"),))] == 0  # no worker runs here
     assert found[("platform_metrics_source_up", (("source", "workers"),))] == 1
+    # No Beat ran: the schedule's runs of the last ten minutes were all missed.
+    assert found[("platform_schedule_runs", (("outcome", "missed"), ("schedule", "every minute")))] >= 8
+    assert found[("platform_schedule_runs", (("outcome", "on_time"), ("schedule", "every minute")))] == 0
 
 
 @pytest.mark.django_db(transaction=True)

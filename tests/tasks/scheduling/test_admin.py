@@ -68,11 +68,13 @@ def test_list_shows_last_run_status_duration_next_run_and_a_link_to_the_runs(adm
 
     assert response.status_code == 200
     page = response.content.decode()
-    for header in ("Last run", "Last status", "Duration", "Next run", "Runs"):
+    for header in ("Last run", "Last status", "Duration", "Next run", "Punctuality", "Runs"):
         assert f">{header}<" in page or f">{header}</a>" in page
+    assert "no runs due" in page or " missed" in page  # no Beat ran these schedules
     assert "SUCCESS" in page and "2.00 s" in page
     assert "?periodic_task_name=calculate_daily_stats" in page
     assert '<option value="run_now">Run now</option>' in page
+    assert '<option value="backfill_runs">Backfill missed runs of a time window</option>' in page
     daily = PeriodicTask.objects.get(name="calculate_daily_stats")
     next_run = response.context["cl"].model_admin.next_run(daily)
     assert (next_run.hour, next_run.minute) == (2, 0) and next_run > timezone.now()
