@@ -93,7 +93,8 @@ def test_an_unplanned_delivery_is_sent_when_its_predicate_answers_true(broker, r
     assert deliveries_replan() == 1
     planned = picky_delivery()
     assert (planned.status, planned.last_error, planned.send_count) == (Delivery.Status.PENDING, "", 1)
-    assert sent_handlers(redis_client)[-1] == f"{MODULE}.picky_handler"
+    # The plain handler's delivery goes out from the publisher thread, in any order with this one.
+    assert sent_handlers(redis_client).count(f"{MODULE}.picky_handler") == 1
     assert deliveries_replan() == 0  # planned once
 
 
