@@ -20,6 +20,7 @@ from kombu import Exchange, Queue
 
 from tasks.messaging.redis_transport import register_redis_transport
 from tasks.queues import DEFAULT, QUEUES
+from tasks.reliability.paused_queues import QueuePauseStep
 
 # redis:// and rediss:// use kombu's Redis transport with a fix that keeps a worker alive when
 # Redis goes away (see tasks/messaging/redis_transport.py); amqp:// is untouched.
@@ -91,4 +92,6 @@ app.conf.update(
     task_send_sent_event=True,
 )
 
+# Every worker stops consuming paused queues (tasks/messaging/queue_pauses.py) within seconds.
+app.steps["consumer"].add(QueuePauseStep)
 app.autodiscover_tasks()

@@ -246,6 +246,8 @@ OUTBOX_RELAY_INTERVAL = env.float("OUTBOX_RELAY_INTERVAL", default=1.0)
 # Delayed deliveries (run_after) the relay releases per pass, earliest first; a pass every
 # OUTBOX_RELAY_INTERVAL seconds, so a delayed job starts within about a second of its due time.
 DELAYED_RELEASE_BATCH = env.int("DELAYED_RELEASE_BATCH", default=500)
+# How often workers read the paused queues (seconds): a pause takes effect within about this.
+QUEUE_PAUSE_POLL_SECONDS = env.float("QUEUE_PAUSE_POLL_SECONDS", default=1.0)
 # The per-process publisher (tasks/messaging/publisher.py): how many deliveries it may hold
 # before commits go straight to the relay, how long it stops trying after a failed send, and
 # how long an exiting process waits for it.

@@ -379,3 +379,16 @@ class TaskRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.task_path} {self.result_id}"
+
+
+class QueuePause(models.Model):
+    """A paused queue: workers stop consuming it (within a couple of seconds) until the row is
+    deleted; its messages wait in the broker. Persisted, so a worker started meanwhile stays off it."""
+
+    queue = models.CharField(max_length=50, unique=True)
+    paused_at = models.DateTimeField(auto_now_add=True)
+    paused_by = models.CharField(max_length=150, blank=True)
+    reason = models.CharField(max_length=200, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.queue} paused"

@@ -11,7 +11,7 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, URLResolver, path
 
 from tasks.monitoring.access import MONITORING_PERMISSION, can_read_monitoring
-from tasks.monitoring.status_views import platform_status
+from tasks.monitoring.status_views import platform_status, queue_pause_view
 from tasks.streams.dead_letter_views import stream_dead_letters_view
 
 
@@ -24,6 +24,7 @@ class PlatformAdminSite(admin.AdminSite):
         own = [
             path("platform-status/", self.admin_view(self.platform_status_view), name="platform_status"),
             path("stream-dead-letters/", self.admin_view(self.stream_dead_letters_view), name="stream_dead_letters"),
+            path("platform-status/queues/", self.admin_view(self.queue_pause_view), name="queue_pause"),
         ]
         return own + super().get_urls()
 
@@ -39,6 +40,11 @@ class PlatformAdminSite(admin.AdminSite):
         if not can_read_monitoring(request.user):
             raise PermissionDenied(f"The platform status page needs the {MONITORING_PERMISSION} permission.")
         return platform_status(request, site=self)
+
+    def queue_pause_view(self, request: HttpRequest) -> HttpResponse:
+        """The status page's Pause and Resume buttons (POST); ``tasks.add_queuepause`` to pause,
+        ``tasks.delete_queuepause`` to resume."""
+        return queue_pause_view(request)
 
     def stream_dead_letters_view(self, request: HttpRequest) -> HttpResponse:
         """Dead-lettered stream entries, for staff holding the monitoring permission (403 otherwise);

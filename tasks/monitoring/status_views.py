@@ -6,13 +6,18 @@ results) are shown only to users who may view those models in the admin as well.
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib import messages
 from django.contrib.admin import AdminSite
-from django.http import HttpRequest, HttpResponse
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse
+from django.views.decorators.http import require_POST
 
+from tasks.messaging.queue_pauses import paused_queues, queue_pause, queue_resume
 from tasks.monitoring.selectors import dead_letter_subject
 from tasks.monitoring.status_snapshot import take_snapshot
+from tasks.queues import QUEUES
 from tasks.scheduling.lease import beat_lateness
 
 CHART_HEIGHT = 120
@@ -74,5 +79,28 @@ def platform_status(request: HttpRequest, *, site: AdminSite) -> HttpResponse:
         "chart_total": sum(minute["total"] for minute in snapshot.per_minute),
         "show_schedules": request.user.has_perm("django_celery_beat.view_periodictask"),
         "show_failures": request.user.has_perm("django_celery_results.view_taskresult"),
+        "paused_queues": paused_queues(),
+        "can_pause": request.user.has_perm("tasks.add_queuepause"),
+        "can_resume": request.user.has_perm("tasks.delete_queuepause"),
+        "queue_pause_url": reverse("admin:queue_pause"),
     }
     return TemplateResponse(request, "tasks/admin/platform_status.html", context)
+
+
+@require_POST
+def queue_pause_view(request: HttpRequest) -> HttpResponse:
+    """Pause or resume the queue named in the POST (``action`` ``pause`` or ``resume``), then back
+    to the status page with what happened."""
+    queue, action = request.POST.get("queue", ""), request.POST.get("action", "")
+    permission = {"pause": "tasks.add_queuepause", "resume": "tasks.delete_queuepause"}.get(action)
+    if permission is None or queue not in QUEUES:
+        return HttpResponseBadRequest("Give action pause or resume and one of the platform's queues.")
+    if not request.user.has_perm(permission):
+        raise PermissionDenied(f"{action.capitalize()} needs the {permission} permission.")
+    if action == "pause":
+        done = queue_pause(queue=queue, by=request.user.get_username(), reason="status page")
+        messages.success(request, f"Queue {queue} paused." if done else f"Queue {queue} was paused already.")
+    else:
+        done = queue_resume(queue=queue)
+        messages.success(request, f"Queue {queue} resumed." if done else f"Queue {queue} was not paused.")
+    return HttpResponseRedirect(reverse("admin:platform_status"))

@@ -7,6 +7,7 @@ whole filtered set goes at once.
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
 from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import reverse
@@ -14,7 +15,9 @@ from django.utils.html import format_html
 
 from tasks.admin_mixins import ReadOnlyAdminMixin, pretty_json
 from tasks.messaging.deliveries import DispatchError
-from tasks.models import DeadLetter, Delivery, Outbox
+from tasks.messaging.queue_pauses import queue_pause, queue_resume
+from tasks.models import DeadLetter, Delivery, Outbox, QueuePause
+from tasks.queues import QUEUES
 from tasks.reliability.dead_letters import (
     Requeued,
     dead_letter_requeue,
@@ -197,3 +200,40 @@ class DeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description="payload")
     def payload_display(self, obj: Delivery) -> str:
         return pretty_json(obj.payload)
+
+
+class QueuePauseForm(forms.ModelForm):
+    queue = forms.ChoiceField(choices=[(q, q) for q in QUEUES])
+
+    class Meta:
+        model = QueuePause
+        fields = ("queue", "reason")
+
+
+class QueuePauseAdmin(admin.ModelAdmin):
+    """Paused queues: **Add** pauses one (workers stop consuming it within seconds), the
+    **Resume** action resumes a selection. Its messages wait in the broker meanwhile."""
+
+    form = QueuePauseForm
+    list_display = ("queue", "paused_at", "paused_by", "reason")
+    actions = ("resume_queues",)
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def get_actions(self, request: HttpRequest) -> dict:
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # resuming is the Resume action's
+        return actions
+
+    def save_model(self, request: HttpRequest, obj: QueuePause, form: forms.Form, change: bool) -> None:
+        if not queue_pause(queue=obj.queue, by=request.user.get_username(), reason=obj.reason):
+            self.message_user(request, f"Queue {obj.queue} was paused already.", messages.WARNING)
+
+    def delete_model(self, request: HttpRequest, obj: QueuePause) -> None:
+        queue_resume(queue=obj.queue)
+
+    @admin.action(description="Resume selected queues", permissions=["delete"])
+    def resume_queues(self, request: HttpRequest, queryset) -> None:
+        resumed = [pause.queue for pause in queryset if queue_resume(queue=pause.queue)]
+        self.message_user(request, f"Resumed: {', '.join(resumed) or 'none'}.", messages.SUCCESS)

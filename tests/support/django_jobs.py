@@ -112,3 +112,18 @@ def slow_count_run(label: str, seconds: float) -> int:
     count = _count(label)
     time.sleep(seconds)
     return count
+
+
+STARTS_KEY = "tests:django-jobs:starts"
+
+
+@task
+def record_start_time(label: str, seconds: float = 0.0) -> None:
+    """Records when it started (a Redis list of "label time"), then takes ``seconds``."""
+    _redis().rpush(STARTS_KEY, f"{label} {time.time()}")
+    time.sleep(seconds)
+
+
+def start_times() -> list[tuple[str, float]]:
+    """Every recorded start: (label, time)."""
+    return [(label, float(at)) for label, at in (raw.decode().split() for raw in _redis().lrange(STARTS_KEY, 0, -1))]
