@@ -392,3 +392,23 @@ class QueuePause(models.Model):
 
     def __str__(self) -> str:
         return f"{self.queue} paused"
+
+
+class DeliveryCancelRequest(models.Model):
+    """A cancel asked for a delivery while it ran: its handler may see it and stop (cooperative).
+
+    A row of its own, not a column of the Delivery: a running handler's transaction holds its
+    Delivery row locked until it ends, so a request written there would wait for the handler.
+    """
+
+    message_id = models.UUIDField()
+    handler = models.CharField(max_length=255)
+    requested_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["message_id", "handler"], name="cancel_request_once_per_delivery")
+        ]
+
+    def __str__(self) -> str:
+        return f"cancel {self.handler} <- {self.message_id}"

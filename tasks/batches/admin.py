@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
 from tasks.admin_mixins import ReadOnlyAdminMixin
 from tasks.batches.completion import FINISHED_FAILED, FINISHED_OK
-from tasks.models import Batch
+from tasks.models import Batch, Delivery
+from tasks.reliability.delivery_state import deliveries_cancel
 
 
 class BatchAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
@@ -17,6 +18,7 @@ class BatchAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_filter = ("status", "created_at")
     search_fields = ("name", "on_complete")
     date_hierarchy = "created_at"
+    actions = ("cancel_members",)
     fields = (
         "name",
         "status",
@@ -57,6 +59,16 @@ class BatchAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             total - done - failed,
             total,
         )
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        # Never edited; the permission is what the cancel action asks for.
+        return request.user.has_perm("tasks.change_batch")
+
+    @admin.action(description="Cancel the unfinished members of the selected batches", permissions=["change"])
+    def cancel_members(self, request: HttpRequest, queryset: QuerySet[Batch]) -> None:
+        members = Delivery.objects.filter(batch__in=queryset.values("pk"))
+        count = deliveries_cancel(deliveries=members)
+        self.message_user(request, f"Cancelled {count} member(s) (running ones are asked to stop).", messages.SUCCESS)
 
     @admin.display(description="members")
     def members(self, obj: Batch) -> int:

@@ -30,6 +30,7 @@ from tasks.messaging.brokers import async_subscription_resolve
 from tasks.messaging.deliveries import DELIVER_TASK
 from tasks.messaging.subscriptions import Subscription
 from tasks.messaging.trace_context import tracer
+from tasks.reliability.cancellation import JobCancelled, delivery_running
 from tasks.reliability.dead_letters import FailedDelivery
 from tasks.reliability.delivery_requests import DeliverRequest
 from tasks.reliability.delivery_state import (
@@ -39,6 +40,7 @@ from tasks.reliability.delivery_state import (
     delivery_postpone,
     delivery_release,
     delivery_start,
+    delivery_stop,
     retry_time,
 )
 from tasks.reliability.log_context import log_context
@@ -49,6 +51,7 @@ logger = logging.getLogger(__name__)
 
 DUPLICATE = "duplicate"
 DONE = "done"
+CANCELLED = "cancelled"
 
 
 class RefusedDelivery(PermanentError):
@@ -103,7 +106,8 @@ def delivery_resolve(*, payload: object, handler: object) -> tuple[Message, Subs
 def delivery_run(
     *, payload: dict, handler: str, queue: str = "", with_done: Callable[[], Sequence[Statement]] | None = None
 ) -> str:
-    """Run ``handler`` for the message in ``payload`` once; ``"duplicate"`` if it ran before.
+    """Run ``handler`` for the message in ``payload`` once; ``"duplicate"`` if it ran before,
+    ``"cancelled"`` if it stopped on a cancel request (``JobCancelled``).
 
     ``with_done`` gives statements that run with the done mark, in the handler's transaction
     (the task's result): they commit with the handler's work, or not at all.
@@ -124,11 +128,19 @@ def delivery_run(
                 if not delivery_finish(**key, with_statements=with_done() if with_done else ()):
                     transaction.set_rollback(True)  # what ran with the mark, as if never run
                     return DUPLICATE
-                with tracer.start_as_current_span(
-                    f"handle {handler}",
-                    attributes={"messaging.message.id": str(message.message_id), "code.function": handler},
+                with (
+                    tracer.start_as_current_span(
+                        f"handle {handler}",
+                        attributes={"messaging.message.id": str(message.message_id), "code.function": handler},
+                    ),
+                    delivery_running(**key),
                 ):
                     subscription.handler(message)
+        except JobCancelled as exc:
+            # Its work rolled back with the transaction; it ends cancelled, never retried or dead.
+            delivery_stop(**key)
+            logger.info("delivery stopped on a cancel request: %s", exc)
+            return CANCELLED
         except Exception:
             # A clean failure is a finish too; keep the sweeper off it while a retry waits.
             delivery_release(**key, retry_at=retry_time(settings.TASKS_RETRY_BACKOFF_MAX))

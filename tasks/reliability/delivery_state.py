@@ -9,6 +9,7 @@
     delayed --release_due--> pending (the relay's, when due; ``tasks.reliability.delayed``)
     pending --hold--> delayed (a release the broker refused, given back)
     delayed|pending --cancel--> cancelled (terminal: a stale copy finds it not startable)
+    running --stop--> cancelled (its handler stopped on a cancel request: ``JobCancelled``)
 
 Every transition is one conditional UPDATE (``filter(status__in=allowed).update(...)``): two
 processes racing for the same row serialise on its lock, the loser's WHERE no longer matches,
@@ -27,7 +28,7 @@ from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from tasks.messaging.round_trips import execute_together, execute_with_async_commit, update_sql
-from tasks.models import Delivery
+from tasks.models import Delivery, DeliveryCancelRequest
 
 Status = Delivery.Status
 Statement = tuple[str, list[Any]]  # SQL and its parameters
@@ -43,6 +44,7 @@ TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
     "plan": ((Status.UNPLANNED,), Status.PENDING),
     "requeue": ((Status.DEAD,), Status.PENDING),
     "cancel": ((Status.DELAYED, Status.PENDING), Status.CANCELLED),
+    "stop": ((Status.RUNNING,), Status.CANCELLED),
     "release_due": ((Status.DELAYED,), Status.PENDING),
     "hold": ((Status.PENDING,), Status.DELAYED),
 }
@@ -201,13 +203,33 @@ def deliveries_hold(*, pks: list[int]) -> int:
 
 
 def deliveries_cancel(*, deliveries: QuerySet[Delivery]) -> int:
-    """delayed|pending -> cancelled for each of ``deliveries``; how many were cancelled.
+    """delayed|pending -> cancelled for each of ``deliveries``, and a cancel request for each one
+    running; how many were cancelled or asked to stop.
 
     Persistent: a delayed one is never released, and a queued copy (the broker's message, or a
-    copy a restart brings back) finds it not startable and does nothing. One already running
-    or finished is left as it is.
+    copy a restart brings back) finds it not startable and does nothing. A running one is asked:
+    its handler sees ``cancel_requested()`` and may stop by raising ``JobCancelled``. A finished
+    one is left as it is.
     """
-    return deliveries.filter(status__in=_from("cancel")).update(status=_to("cancel"), completed_at=timezone.now())
+    cancelled = deliveries.filter(status__in=_from("cancel")).update(status=_to("cancel"), completed_at=timezone.now())
+    running = deliveries.filter(status__in=_from("stop")).values_list("message_id", "handler")
+    requests = [DeliveryCancelRequest(message_id=m, handler=h) for m, h in running]
+    DeliveryCancelRequest.objects.bulk_create(requests, ignore_conflicts=True)
+    return cancelled + len(requests)
+
+
+def delivery_cancel_requested(*, message_id: uuid.UUID | str, handler: str) -> bool:
+    """Whether a cancel was asked for this delivery while it ran."""
+    return DeliveryCancelRequest.objects.filter(**_key(message_id, handler)).exists()
+
+
+def delivery_stop(*, message_id: uuid.UUID | str, handler: str) -> bool:
+    """running -> cancelled: its handler stopped on a cancel request."""
+    return bool(
+        Delivery.objects.filter(**_key(message_id, handler), status__in=_from("stop")).update(
+            status=_to("stop"), completed_at=timezone.now(), unfinished_starts=0
+        )
+    )
 
 
 def delivery_created_at(*, message_id: uuid.UUID | str, handler: str) -> datetime | None:

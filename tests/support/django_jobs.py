@@ -127,3 +127,17 @@ def record_start_time(label: str, seconds: float = 0.0) -> None:
 def start_times() -> list[tuple[str, float]]:
     """Every recorded start: (label, time)."""
     return [(label, float(at)) for label, at in (raw.decode().split() for raw in _redis().lrange(STARTS_KEY, 0, -1))]
+
+
+@task
+def stops_when_cancelled(label: str) -> str:
+    """Works in steps for up to 30 s, asking between steps whether it was cancelled."""
+    from tasks.jobs import JobCancelled, cancel_requested  # noqa: PLC0415 (the public front, at run time)
+
+    _count(f"{label}:started")
+    for _ in range(300):
+        if cancel_requested():
+            _count(f"{label}:stopped")
+            raise JobCancelled("an operator cancelled it")
+        time.sleep(0.1)
+    return "ran to the end"

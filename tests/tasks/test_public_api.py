@@ -41,7 +41,16 @@ PUBLIC_NAMES = {
         "route_task",
         "validate_queue",
     },
-    "tasks.jobs": {"Misfire", "Overlap", "PermanentError", "PlatformTask", "TransientError", "declare_schedule"},
+    "tasks.jobs": {
+        "JobCancelled",
+        "Misfire",
+        "Overlap",
+        "PermanentError",
+        "PlatformTask",
+        "TransientError",
+        "cancel_requested",
+        "declare_schedule",
+    },
 }
 
 

@@ -14,6 +14,9 @@ from tasks.models import Delivery
 from tasks.reliability import delivery_state
 from tasks.reliability.delivery_state import (
     TRANSITIONS,
+    deliveries_cancel,
+    deliveries_hold,
+    deliveries_release_due,
     delivery_finish,
     delivery_give_back,
     delivery_kill,
@@ -22,6 +25,7 @@ from tasks.reliability.delivery_state import (
     delivery_release,
     delivery_requeue,
     delivery_start,
+    delivery_stop,
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -56,6 +60,14 @@ def run(transition: str, delivery: Delivery) -> bool:
         "kill": lambda: delivery_kill(**key),
         "plan": lambda: delivery_plan(**key, sent_at=later),
         "requeue": lambda: delivery_requeue(**key),
+        "release_due": lambda: deliveries_release_due(pks=[delivery.pk]) == 1,
+        "hold": lambda: deliveries_hold(pks=[delivery.pk]) == 1,
+        "stop": lambda: delivery_stop(**key),
+        # A cancel of a running delivery only records a request (its handler may stop on it).
+        "cancel": lambda: (
+            deliveries_cancel(deliveries=Delivery.objects.filter(pk=delivery.pk)) == 1
+            and Delivery.objects.get(pk=delivery.pk).status == Delivery.Status.CANCELLED
+        ),
     }
     return calls[transition]()
 

@@ -6,6 +6,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
+from tasks.batches import batch_close, batch_members, batch_open
 from tasks.models import Delivery
 from tests.support import django_jobs as jobs
 
@@ -36,3 +37,14 @@ def test_it_refuses_to_act_on_everything_by_default_and_says_so_for_a_bad_id():
         call_command("deliveries_cancel")
     with pytest.raises(CommandError, match="bad message id"):
         call_command("deliveries_cancel", "--message-id", "not-a-uuid")
+
+
+def test_a_batch_is_cancelled_by_its_id(capsys):
+    batch = batch_open(name="b")
+    with batch_members(batch):
+        delayed_job()
+        delayed_job()
+    batch_close(batch=batch)
+    delayed_job()  # not a member
+    call_command("deliveries_cancel", "--batch", str(batch.pk))
+    assert "cancelled 2" in capsys.readouterr().out
