@@ -4,6 +4,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+# Unique keys of debounced deliveries start with this (see Delivery's delivery_unique_key).
+DEBOUNCE_KEY_PREFIX = "debounce:"
 # The name of the Beat lease row (tasks.scheduling.lease takes it; health and metrics read it).
 BEAT_LEASE_NAME = "beat"
 
@@ -105,11 +107,24 @@ class Delivery(models.Model):
     batch = models.ForeignKey(
         Batch, null=True, blank=True, on_delete=models.SET_NULL, related_name="members", db_index=False
     )
+    unique_key = models.CharField(
+        max_length=200, blank=True, default="", help_text="At most one delivery per handler and key at a time."
+    )
+    unique_until = models.DateTimeField(null=True, blank=True, help_text="Its key blocks others until then.")
 
     class Meta:
         verbose_name_plural = "deliveries"
         constraints = [
-            models.UniqueConstraint(fields=["message_id", "handler"], name="delivery_once_per_message_and_handler")
+            models.UniqueConstraint(fields=["message_id", "handler"], name="delivery_once_per_message_and_handler"),
+            # Unique jobs (tasks/messaging/unique_deliveries.py): one delivery per handler and key
+            # until its unique_until (then the next request takes the key over); a debounced one
+            # holds it while delayed only (released, a new request delays another).
+            models.UniqueConstraint(
+                fields=["handler", "unique_key"],
+                condition=~models.Q(unique_key="")
+                & (models.Q(status="delayed") | ~models.Q(unique_key__startswith=DEBOUNCE_KEY_PREFIX)),
+                name="delivery_unique_key",
+            ),
         ]
         indexes = [
             models.Index(

@@ -13,8 +13,9 @@ from __future__ import annotations
 import abc
 import contextlib
 import json
-from collections.abc import Iterable, Iterator
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable, Iterable, Iterator
+from datetime import timedelta
+from typing import Any, Protocol, runtime_checkable
 
 from tasks.messages import Message
 from tasks.messaging.publisher import deliveries_record_and_publish, outbox_mark_sent, publisher_submit
@@ -42,6 +43,10 @@ class Broker(Protocol):
         queue_name: str = DEFAULT,
         predicate: Predicate | None = None,
         replaces: Iterable[str] = (),
+        *,
+        unique: Callable[[Any], str] | None = None,
+        unique_for: timedelta | None = None,
+        debounce: bool = False,
     ) -> None: ...
 
     def publish(self, message: Message) -> None: ...

@@ -18,6 +18,7 @@ from datetime import datetime
 
 from celery import current_app
 from celery.exceptions import CeleryError
+from django.db import transaction
 from django.utils import timezone
 from kombu import Producer
 from kombu import exceptions as kombu_exceptions
@@ -27,6 +28,7 @@ from tasks.messages import Message
 from tasks.messaging.batch_context import current_batch_id
 from tasks.messaging.subscriptions import Subscription
 from tasks.messaging.trace_context import trace_context_capture, trace_context_restored
+from tasks.messaging.unique_deliveries import deliveries_insert_unique, unique_key_and_due
 from tasks.models import Delivery
 from tasks.queues import broker_priority, queue_deadline
 
@@ -82,26 +84,31 @@ def deliveries_build(
     or delayed (held in the database, unsent) when ``run_after`` is in the future; a member of
     the current batch (``batch_context``), if any."""
     now = timezone.now()
-    delayed = run_after is not None and run_after > now
     batch_id = current_batch_id()
-    return [
-        Delivery(
-            message_id=message.message_id,
-            handler=subscription.handler_path,
-            message_type=message.message_name,
-            payload=message.to_json(),
-            queue=message.delivery_queue() or subscription.queue_name,
-            priority=message.delivery_priority(),
-            status=Delivery.Status.DELAYED if delayed else Delivery.Status.PENDING,
-            run_after=run_after if delayed else None,
-            task_id=str(uuid.uuid4()),
-            sent_at=None if delayed else now,
-            send_count=0 if delayed else 1,
-            trace_context=trace_context or {},
-            batch_id=batch_id,
+    rows = []
+    for message, subscription in plan:
+        key, due = unique_key_and_due(message, subscription, run_after=run_after, now=now)
+        delayed = due is not None and due > now
+        rows.append(
+            Delivery(
+                message_id=message.message_id,
+                handler=subscription.handler_path,
+                message_type=message.message_name,
+                payload=message.to_json(),
+                queue=message.delivery_queue() or subscription.queue_name,
+                priority=message.delivery_priority(),
+                status=Delivery.Status.DELAYED if delayed else Delivery.Status.PENDING,
+                run_after=due if delayed else None,
+                task_id=str(uuid.uuid4()),
+                sent_at=None if delayed else now,
+                send_count=0 if delayed else 1,
+                trace_context=trace_context or {},
+                batch_id=batch_id,
+                unique_key=key,
+                unique_until=now + subscription.unique_for if key and subscription.unique_for else None,
+            )
         )
-        for message, subscription in plan
-    ]
+    return rows
 
 
 def deliveries_plan(
@@ -134,11 +141,17 @@ def deliveries_to_send(rows: Iterable[Delivery]) -> list[Delivery]:
 def deliveries_record(plan: Iterable[tuple[Message, Subscription]]) -> list[Delivery]:
     """Record one pending Delivery per (message, subscription); return the rows to publish.
 
-    A relayed message may have been recorded already: the first record wins.
+    A relayed message may have been recorded already: the first record wins. A unique job whose
+    key is taken is dropped (or debounced) and not returned.
     """
     rows = deliveries_build(plan, trace_context=trace_context_capture())
-    deliveries_insert(rows)
-    return rows
+    deliveries_insert([row for row in rows if not row.unique_key])
+    unique = [row for row in rows if row.unique_key]
+    if not unique:
+        return rows
+    with transaction.atomic():
+        kept = {id(row) for row in deliveries_insert_unique(unique)}
+    return [row for row in rows if not row.unique_key or id(row) in kept]
 
 
 def deliveries_insert(rows: list[Delivery]) -> None:

@@ -23,6 +23,7 @@ from tasks.messaging.brokers import RecordingBroker, get_recording_broker
 from tasks.messaging.deliveries import DispatchError, deliveries_plan, deliveries_to_send
 from tasks.messaging.round_trips import insert_together
 from tasks.messaging.trace_context import trace_context_capture, tracer
+from tasks.messaging.unique_deliveries import deliveries_insert_unique
 from tasks.models import Delivery, Outbox
 
 logger = logging.getLogger(__name__)
@@ -63,8 +64,12 @@ def register_event(message: Message, *, run_after: datetime | None = None, delay
         deliveries = deliveries_plan(message, broker.async_plan(message), trace_context=carrier, run_after=run_after)
         # No savepoint of its own: one INSERT statement per table needs none, and it saves two
         # round trips per event; the two INSERTs themselves go out as one query.
+        unique = [d for d in deliveries if d.unique_key]
         with transaction.atomic(savepoint=False):
-            insert_together(row, deliveries)
+            insert_together(row, [d for d in deliveries if not d.unique_key])
+            if unique:  # unique jobs: a dropped or debounced one is not sent
+                kept = {id(d) for d in deliveries_insert_unique(unique)}
+                deliveries = [d for d in deliveries if not d.unique_key or id(d) in kept]
             transaction.on_commit(
                 functools.partial(outbox_publish_after_commit, row.pk, message, deliveries_to_send(deliveries), broker)
             )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from django.utils.module_loading import import_string
@@ -60,6 +61,11 @@ class Subscription:
     predicate: Predicate | None = None
     # Handler paths this one was known by before a rename: deliveries recorded under them run it.
     replaces: tuple[str, ...] = ()
+    # Unique jobs: the key of a message's delivery (one waits at a time per key), how long a
+    # waiting one blocks the key, and whether requests debounce (tasks/messaging/unique_deliveries.py).
+    unique: Callable[[Any], str] | None = None
+    unique_for: timedelta | None = None
+    debounce: bool = False
 
     @property
     def handler_path(self) -> str:
@@ -86,14 +92,27 @@ class SubscriptionRegistry:
         queue_name: str = DEFAULT,
         predicate: Predicate | None = None,
         replaces: Iterable[str] = (),
+        *,
+        unique: Callable[[Any], str] | None = None,
+        unique_for: timedelta | None = None,
+        debounce: bool = False,
     ) -> None:
         """Run ``handler(message)`` on a worker, one Celery task per message, on ``queue_name``.
 
         The predicate runs at publish time: when it is false no task is sent at all.
         ``replaces`` names the paths the handler had before it was renamed or moved, so the
         deliveries (and dead letters) recorded under an old path still run, with this handler.
+
+        ``unique(message)`` gives a key and ``unique_for`` a window: a delivery holds its key for
+        the window, and requests meanwhile are dropped (the job runs once). With ``debounce`` each
+        request waits ``unique_for``; one arriving meanwhile replaces it (the latest message) and
+        starts the wait again: it runs once, after the last request.
         """
         handler_path(handler)
+        if (unique_for is not None or debounce) and unique is None:
+            raise SubscriptionError("unique_for and debounce need unique=, the function giving a message's key")
+        if unique is not None and not unique_for:
+            raise SubscriptionError("unique= needs unique_for=, how long a delivery holds its key")
         try:
             validate_queue(queue_name)
         except ValueError as exc:
@@ -104,7 +123,15 @@ class SubscriptionRegistry:
                 raise SubscriptionError(f"replaces={path!r}: a handler path is 'module.function'")
         self._add(
             Subscription(
-                message_type, handler, is_async=True, queue_name=queue_name, predicate=predicate, replaces=old_paths
+                message_type,
+                handler,
+                is_async=True,
+                queue_name=queue_name,
+                predicate=predicate,
+                replaces=old_paths,
+                unique=unique,
+                unique_for=unique_for,
+                debounce=debounce,
             )
         )
 
