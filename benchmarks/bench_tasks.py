@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 
 import redis
 from celery import shared_task
@@ -82,3 +83,20 @@ class BenchStreamed(Message):
 def bench_job(key: str) -> None:
     """The Django task API side (issue 18): the same work as ``raw_noop``."""
     record_start(key)
+
+
+@dataclass(frozen=True)
+class BenchUniqueEvent(Message):
+    """The delivery case with a unique key per event (issue 19): what the uniqueness check costs
+    when nothing is dropped."""
+
+    key: str
+
+
+def bench_unique_handler(event: BenchUniqueEvent) -> None:
+    record_start(event.key)
+
+
+get_message_broker().subscribe_async(
+    BenchUniqueEvent, bench_unique_handler, unique=lambda e: e.key, unique_for=timedelta(minutes=1)
+)

@@ -135,3 +135,17 @@ def insert_together(row: Model, others: list[Model]) -> None:
         cursor.execute(f"{row_sql}; {others_sql}", [*row_params, *others_params])
         row.pk = cursor.fetchone()[0]  # the first statement's result
         row._state.adding = False
+
+
+def insert_unless_conflicting(row: Model) -> bool:
+    """Insert ``row`` unless a unique constraint (partial ones included) already holds one like
+    it: one statement, no savepoint; True (and its primary key set) if it was inserted."""
+    sql, params = _insert_sql([row], ignore_conflicts=True, returning_pk=True)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        found = cursor.fetchone()
+    if found is None:
+        return False
+    row.pk = found[0]
+    row._state.adding = False
+    return True

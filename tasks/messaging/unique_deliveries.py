@@ -18,10 +18,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from tasks.messages import Message
+from tasks.messaging.round_trips import insert_unless_conflicting
 from tasks.messaging.subscriptions import Subscription
 from tasks.models import DEBOUNCE_KEY_PREFIX, Delivery
 
@@ -49,21 +49,18 @@ def unique_key_and_due(
 def deliveries_insert_unique(rows: Iterable[Delivery]) -> list[Delivery]:
     """Insert deliveries that carry a unique key; return the ones inserted (to publish if
     pending). A dropped one (its key held) is not inserted; a debounced one replaces the delayed
-    delivery holding its key. Inside the caller's transaction, one savepoint per row."""
+    delivery holding its key. One statement per row when its key is free."""
     inserted = []
     for row in rows:
-        if row.unique_key.startswith(DEBOUNCE_KEY_PREFIX) and _replace_delayed(row):
-            continue
-        _release_expired(row)
-        try:
-            with transaction.atomic():
-                row.save(force_insert=True)
-        except IntegrityError:
-            # Its key is taken; a debounced request that lost a race to insert replaces the winner.
-            if row.unique_key.startswith(DEBOUNCE_KEY_PREFIX):
-                _replace_delayed(row)
-            continue
-        inserted.append(row)
+        if insert_unless_conflicting(row):
+            inserted.append(row)
+        elif row.unique_key.startswith(DEBOUNCE_KEY_PREFIX):
+            # The key's delayed delivery takes this request's message; if it was released just
+            # now (no longer delayed), this request delays a new one.
+            if not _replace_delayed(row) and insert_unless_conflicting(row):
+                inserted.append(row)
+        elif _release_expired(row) and insert_unless_conflicting(row):
+            inserted.append(row)  # the key's holder was past its window
     return inserted
 
 
@@ -82,8 +79,7 @@ def _replace_delayed(row: Delivery) -> bool:
     )
 
 
-def _release_expired(row: Delivery) -> None:
-    """A delivery that has held ``row``'s key past its ``unique_until`` gives it up."""
-    Delivery.objects.filter(handler=row.handler, unique_key=row.unique_key, unique_until__lt=timezone.now()).update(
-        unique_key=""
-    )
+def _release_expired(row: Delivery) -> bool:
+    """A delivery that has held ``row``'s key past its ``unique_until`` gives it up; whether one did."""
+    holder = Delivery.objects.filter(handler=row.handler, unique_key=row.unique_key, unique_until__lt=timezone.now())
+    return bool(holder.update(unique_key=""))

@@ -1,0 +1,77 @@
+"""Flow control's cost (issue 19): the delivery case (an event committed -> outbox -> worker ->
+no-op handler) with a unique key per event against the same without one, in one run, sides
+alternating. Target: the uniqueness check costs <= 10% throughput. Writes its row into
+``results.json`` under ``flow_control`` and prints it; ``make bench`` runs it after ``run.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+
+from benchmarks import run as bench
+
+TARGET = 0.9
+
+
+def send_unique_event() -> None:
+    import functools
+
+    from django.db import transaction
+
+    from benchmarks import throughput as t
+    from benchmarks.bench_tasks import BenchUniqueEvent
+    from tasks.transaction import register_event
+
+    key = uuid.uuid4().hex
+    with transaction.atomic():
+        transaction.on_commit(functools.partial(t._stamp, key))
+        register_event(BenchUniqueEvent(key=key))
+
+
+def main() -> None:
+    import django
+    import redis
+
+    django.setup()
+    from benchmarks import throughput as t
+    from benchmarks.database import ensure_database
+    from tests.support.processes import CeleryWorker, process_env
+
+    ensure_database(os.environ["DATABASE_URL"])
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=bench.ROOT, check=True)
+    client = redis.Redis.from_url(bench.BENCH_REDIS_URL)
+    sides = {"plain": t.send_platform_event, "unique": send_unique_event}
+    rates: dict[str, list[float]] = {side: [] for side in sides}
+    worker = CeleryWorker(env=process_env(), concurrency=2, extra_args=("--include", "benchmarks.bench_tasks"))
+    with worker:
+        for send in sides.values():
+            t.throughput(client, send, 100)  # warm up
+        for _ in range(bench.REPEAT):
+            for side, send in sides.items():
+                rates[side].append(t.throughput(client, send, bench.COUNT))
+                print(f"throughput {side}: {rates[side][-1]:.0f}/s", flush=True)
+    ratio = statistics.median(rates["unique"]) / statistics.median(rates["plain"])
+    row = {
+        "case": f"event -> outbox -> worker -> no-op handler, msgs/s ({bench.COUNT} per run), unique key vs none",
+        "plain": rates["plain"],
+        "unique": rates["unique"],
+        "ratio": round(ratio, 3),
+        "target": f">= {TARGET}x",
+        "met": ratio >= TARGET,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+    results_path = bench.ROOT / "benchmarks" / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    results["flow_control"] = row
+    results_path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    print(json.dumps(row, indent=2))
+
+
+if __name__ == "__main__":
+    main()
