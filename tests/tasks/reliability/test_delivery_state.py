@@ -187,6 +187,9 @@ def test_the_second_of_two_racing_transitions_does_nothing_when_the_first_wins(s
 def _wait_for_a_lock_waiter() -> None:
     with connection.cursor() as cursor:
         for _ in range(1000):
+            # Inside a transaction pg_stat_activity is a snapshot taken at its first read: without
+            # clearing it, the waiter never shows and the loop ran its full 10 s every time.
+            cursor.execute("SELECT pg_stat_clear_snapshot()")
             cursor.execute(
                 "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
             )
