@@ -73,9 +73,9 @@ def test_a_daily_crontab_runs_once_on_each_day_of_both_changes(zone, spring, fal
         assert gaps <= {23, 24, 25}, "a day apart, give or take the hour the clocks moved"
 
 
-def periodic(name: str, **schedule: object) -> PeriodicTask:
+def periodic(name: str, *, changed_at: datetime, **schedule: object) -> PeriodicTask:
     task = PeriodicTask.objects.create(name=name, task="tasks.ping", **schedule)
-    PeriodicTask.objects.filter(pk=task.pk).update(date_changed=timezone.now() - timedelta(days=2))
+    PeriodicTask.objects.filter(pk=task.pk).update(date_changed=changed_at)
     task.refresh_from_db()
     return task
 
@@ -90,7 +90,8 @@ def record(task: PeriodicTask, due: datetime, *, sent_after: timedelta | None = 
 def test_a_crontab_schedule_is_on_time_late_or_missed_by_its_runs(settings):
     settings.SCHEDULE_PUNCTUALITY_WINDOW = 6 * 3600
     now = datetime(2026, 12, 1, 12, 10, tzinfo=UTC)
-    hourly = periodic("hourly", crontab=CrontabSchedule.objects.create(minute="0", hour="*", timezone="UTC"))
+    every_hour = CrontabSchedule.objects.create(minute="0", hour="*", timezone="UTC")
+    hourly = periodic("hourly", changed_at=now - timedelta(days=2), crontab=every_hour)
     due_times = [now.replace(minute=0) - timedelta(hours=n) for n in range(5, -1, -1)]
     for due in due_times:
         record(hourly, due)
@@ -108,7 +109,7 @@ def test_an_interval_schedule_counts_the_periods_its_runs_left_out(settings):
     settings.SCHEDULE_PUNCTUALITY_WINDOW = 3600
     now = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
     every = IntervalSchedule.objects.create(every=10, period=IntervalSchedule.MINUTES)
-    task = periodic("every ten minutes", interval=every)
+    task = periodic("every ten minutes", changed_at=now - timedelta(days=2), interval=every)
     runs = [now - timedelta(minutes=m) for m in (55, 45, 35, 5)]  # nothing at 25 and 15
     for due in runs:
         record(task, due)
@@ -119,9 +120,8 @@ def test_an_interval_schedule_counts_the_periods_its_runs_left_out(settings):
 
 def test_a_schedule_changed_recently_is_judged_from_the_change_and_a_disabled_one_not_at_all(settings):
     now = timezone.now()
-    task = periodic("fresh", crontab=CrontabSchedule.objects.create(minute="*", hour="*", timezone="UTC"))
-    PeriodicTask.objects.filter(pk=task.pk).update(date_changed=now - timedelta(seconds=5))
-    task.refresh_from_db()
+    every_minute = CrontabSchedule.objects.create(minute="*", hour="*", timezone="UTC")
+    task = periodic("fresh", changed_at=now - timedelta(seconds=5), crontab=every_minute)
     assert schedule_punctuality(task, now=now).state == NO_RUNS_DUE
     task.enabled = False
     assert schedule_punctuality(task, now=now).state == NO_RUNS_DUE
