@@ -13,11 +13,7 @@ it after ``run.py``.
 from __future__ import annotations
 
 import functools
-import json
-import os
 import statistics
-import subprocess
-import sys
 import time
 import uuid
 from datetime import timedelta
@@ -70,11 +66,10 @@ def main() -> None:
 
     django.setup()
     from benchmarks import throughput as t
-    from benchmarks.database import ensure_database
+    from benchmarks.database import database_prepare, results_store
     from tests.support.processes import CeleryWorker, process_env
 
-    ensure_database(os.environ["DATABASE_URL"])
-    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=bench.ROOT, check=True)
+    database_prepare()
     client = redis.Redis.from_url(bench.BENCH_REDIS_URL)
     sides = {"enqueue": send_enqueue, "raw": t.send_raw_task}
     rates: dict[str, list[float]] = {side: [] for side in sides}
@@ -111,13 +106,8 @@ def main() -> None:
             "latency_p50": ratios["latency_p50"] <= TARGETS["latency_p50"],
             "release": ratios["release"] >= TARGETS["release"],
         },
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
-    results_path = bench.ROOT / "benchmarks" / "results.json"
-    results = json.loads(results_path.read_text()) if results_path.exists() else {}
-    results["django_tasks"] = rows
-    results_path.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    print(json.dumps(rows, indent=2))
+    results_store("django_tasks", rows)
 
 
 if __name__ == "__main__":

@@ -6,12 +6,7 @@ alternating. Target: the uniqueness check costs <= 10% throughput. Writes its ro
 
 from __future__ import annotations
 
-import json
-import os
 import statistics
-import subprocess
-import sys
-import time
 import uuid
 
 from benchmarks import run as bench
@@ -40,11 +35,10 @@ def main() -> None:
 
     django.setup()
     from benchmarks import throughput as t
-    from benchmarks.database import ensure_database
+    from benchmarks.database import database_prepare, results_store
     from tests.support.processes import CeleryWorker, process_env
 
-    ensure_database(os.environ["DATABASE_URL"])
-    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=bench.ROOT, check=True)
+    database_prepare()
     client = redis.Redis.from_url(bench.BENCH_REDIS_URL)
     sides = {"plain": t.send_platform_event, "unique": send_unique_event}
     rates: dict[str, list[float]] = {side: [] for side in sides}
@@ -64,13 +58,8 @@ def main() -> None:
         "ratio": round(ratio, 3),
         "target": f">= {TARGET}x",
         "met": ratio >= TARGET,
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
-    results_path = bench.ROOT / "benchmarks" / "results.json"
-    results = json.loads(results_path.read_text()) if results_path.exists() else {}
-    results["flow_control"] = row
-    results_path.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    print(json.dumps(row, indent=2))
+    results_store("flow_control", row)
 
 
 if __name__ == "__main__":

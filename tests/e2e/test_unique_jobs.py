@@ -3,18 +3,17 @@ the job once on four worker processes; debounced requests run once, with the las
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
-from django.db import connection, transaction
+from django.db import connection
 
 from tasks.transaction import register_event
 from tests.e2e.conftest import fast_recovery_env
 from tests.support.ledger.models import Effect
 from tests.support.processes import CeleryWorker, Relay
 from tests.support.queues import purge_platform_queues
-from tests.support.unique_handlers import DEBOUNCE_SECONDS, ProfileEdited, ReindexRequested, subscribed
+from tests.support.unique_handlers import DEBOUNCE_SECONDS, ProfileEdited, request_reindex_concurrently, subscribed
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.broker, pytest.mark.django_db(transaction=True)]
@@ -34,21 +33,7 @@ def test_fifty_concurrent_requests_with_one_key_run_the_job_once_on_four_workers
     env = fast_recovery_env()
     workers = [CeleryWorker(extra_args=WORKER_ARGS, env=env, concurrency=2) for _ in range(2)]
     with workers[0], workers[1]:
-        barrier = threading.Barrier(50)
-
-        def request(n: int) -> None:
-            try:
-                barrier.wait()
-                with transaction.atomic():
-                    register_event(ReindexRequested(component_id=42, note=str(n)))
-            finally:
-                connection.close()
-
-        threads = [threading.Thread(target=request, args=(n,)) for n in range(50)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        request_reindex_concurrently(component_id=42, requests=50)
         wait_until(lambda: Effect.objects.filter(key__startswith="reindex:42:").exists(), timeout=30)
         time.sleep(3)  # a second run, if any, would have happened by now
     assert Effect.objects.filter(key__startswith="reindex:42:").count() == 1

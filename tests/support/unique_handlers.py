@@ -5,12 +5,16 @@ recorded in the ledger, so a test counts runs across processes. Tests subscribe 
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django.db import connection, transaction
+
 from tasks.bus import Broker, get_message_broker
 from tasks.messages import Message
+from tasks.transaction import register_event
 from tests.support.ledger.models import Effect
 
 
@@ -64,3 +68,23 @@ def subscribed() -> Iterator[None]:
         yield
     finally:
         broker._subscriptions[:] = saved
+
+
+def request_reindex_concurrently(*, component_id: int, requests: int) -> None:
+    """``requests`` threads register a ``ReindexRequested`` of one component at the same moment,
+    each in its own transaction and connection."""
+    barrier = threading.Barrier(requests)
+
+    def request(n: int) -> None:
+        try:
+            barrier.wait()
+            with transaction.atomic():
+                register_event(ReindexRequested(component_id=component_id, note=str(n)))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=request, args=(n,)) for n in range(requests)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()

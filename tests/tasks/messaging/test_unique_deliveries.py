@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from datetime import timedelta
 
 import pytest
@@ -22,6 +21,7 @@ from tests.support.unique_handlers import (
     ProfileEdited,
     ReindexRequested,
     reindex,
+    request_reindex_concurrently,
     subscribed,
 )
 
@@ -84,21 +84,7 @@ def test_debounced_requests_leave_one_delayed_delivery_with_the_last_message():
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="concurrent writers need PostgreSQL")
 def test_fifty_concurrent_requests_with_one_key_record_one_delivery():
-    barrier = threading.Barrier(50)
-
-    def request(n: int) -> None:
-        try:
-            barrier.wait()
-            with transaction.atomic():
-                register_event(ReindexRequested(component_id=42, note=str(n)))
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=request, args=(n,)) for n in range(50)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    request_reindex_concurrently(component_id=42, requests=50)
     assert Delivery.objects.filter(handler=REINDEX_HANDLER, unique_key="reindex:42").count() == 1
 
 
