@@ -72,16 +72,10 @@ def main() -> None:
     database_prepare()
     client = redis.Redis.from_url(bench.BENCH_REDIS_URL)
     sides = {"enqueue": send_enqueue, "raw": t.send_raw_task}
-    rates: dict[str, list[float]] = {side: [] for side in sides}
     latencies: dict[str, list[float]] = {side: [] for side in sides}
     worker = CeleryWorker(env=process_env(), concurrency=2, extra_args=("--include", "benchmarks.bench_tasks"))
     with worker:
-        for send in sides.values():
-            t.throughput(client, send, 100)  # warm up
-        for _ in range(bench.REPEAT):
-            for side, send in sides.items():
-                rates[side].append(t.throughput(client, send, bench.COUNT))
-                print(f"throughput {side}: {rates[side][-1]:.0f}/s", flush=True)
+        rates = t.throughput_alternating(client, sides, repeat=bench.REPEAT, count=bench.COUNT)
         for _ in range(bench.REPEAT):
             for side, send in sides.items():
                 latencies[side].extend(t.latency(client, send, 200, pause=0.02))

@@ -41,15 +41,9 @@ def main() -> None:
     database_prepare()
     client = redis.Redis.from_url(bench.BENCH_REDIS_URL)
     sides = {"plain": t.send_platform_event, "unique": send_unique_event}
-    rates: dict[str, list[float]] = {side: [] for side in sides}
     worker = CeleryWorker(env=process_env(), concurrency=2, extra_args=("--include", "benchmarks.bench_tasks"))
     with worker:
-        for send in sides.values():
-            t.throughput(client, send, 100)  # warm up
-        for _ in range(bench.REPEAT):
-            for side, send in sides.items():
-                rates[side].append(t.throughput(client, send, bench.COUNT))
-                print(f"throughput {side}: {rates[side][-1]:.0f}/s", flush=True)
+        rates = t.throughput_alternating(client, sides, repeat=bench.REPEAT, count=bench.COUNT)
     ratio = statistics.median(rates["unique"]) / statistics.median(rates["plain"])
     row = {
         "case": f"event -> outbox -> worker -> no-op handler, msgs/s ({bench.COUNT} per run), unique key vs none",

@@ -96,6 +96,21 @@ def throughput(redis_client, send: Callable[[], None], count: int) -> float:
     return count / (time.monotonic() - started)
 
 
+def throughput_alternating(
+    redis_client, sides: dict[str, Callable[[], None]], *, repeat: int, count: int
+) -> dict[str, list[float]]:
+    """Each side's throughput ``repeat`` times, sides alternating (after one warm-up run each), so
+    machine noise hits them alike; printed as they come."""
+    for send in sides.values():
+        throughput(redis_client, send, 100)
+    rates: dict[str, list[float]] = {side: [] for side in sides}
+    for _ in range(repeat):
+        for side, send in sides.items():
+            rates[side].append(throughput(redis_client, send, count))
+            print(f"throughput {side}: {rates[side][-1]:.0f}/s", flush=True)
+    return rates
+
+
 def latency(redis_client, send: Callable[[], None], count: int, pause: float) -> list[float]:
     """Seconds from commit (or delay) to handler start, at a pace the worker keeps up with."""
     _reset(redis_client)
