@@ -28,9 +28,10 @@ from typing import Any, TypeVar
 from celery import current_task, states
 from celery.exceptions import Reject
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.db.utils import InterfaceError, OperationalError
 from django_celery_results.backends.database import DatabaseBackend
+from django_celery_results.models import TaskResult
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +98,15 @@ class PlatformResultBackend(DatabaseBackend):
             return store()
         if state == states.RETRY:
             try:
-                return store()
+                with transaction.atomic():
+                    # The retry is published before this is stored: a fast next attempt on another
+                    # pool process may have finished already, and its result must stand.
+                    finished = TaskResult.objects.select_for_update().filter(
+                        task_id=task_id, status__in=states.READY_STATES
+                    )
+                    if list(finished.values_list("status", flat=True)):
+                        return result
+                    return store()
             except Exception as exc:
                 if not database_unavailable(exc):
                     raise

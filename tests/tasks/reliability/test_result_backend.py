@@ -161,6 +161,21 @@ def test_a_retry_result_the_database_refuses_is_left_out_and_the_task_goes_on(da
     assert "RETRY of task r-1 not recorded" in caplog.text
 
 
+def test_a_retry_stored_after_a_later_attempt_finished_leaves_that_attempts_result():
+    """The retry is published before its RETRY state is stored; the next attempt, on another pool
+    process, can finish first. Its SUCCESS stands (the RETRY came late)."""
+    backend = app.backend
+    backend.mark_as_done("r-2", "done", request=None)
+    failing_job.push_request(id="r-2", called_directly=False, is_eager=False)
+    _task_stack.push(failing_job)
+    try:
+        backend.mark_as_retry("r-2", TransientError("x"), request=failing_job.request)
+    finally:
+        _task_stack.pop()
+        failing_job.pop_request()
+    assert statuses("r-2") == [states.SUCCESS]
+
+
 def test_writes_outside_a_task_run_fail_at_once_as_before(database_down):
     failed = database_down(1)
     with pytest.raises(OperationalError):
