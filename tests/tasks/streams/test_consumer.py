@@ -325,9 +325,13 @@ def test_rabbitmq_consumers_handle_every_message_when_one_is_killed_mid_message(
         victim = consumers[0]
         wait_until(lambda: sum(row["pid"] == victim.proc.pid for row in handled(redis_client)) >= 10, timeout=30)
         victim.kill()  # mid-message: its prefetched, unacked messages go back to the queue
-        wait_until(
-            lambda: {r["message_id"] for r in handled(redis_client)} >= {b["message_id"] for b in bodies}, timeout=60
-        )
+        wanted = {b["message_id"] for b in bodies}
+
+        def missing() -> str:  # for a failure: what is missing, and what the survivors said
+            left = wanted - {r["message_id"] for r in handled(redis_client)}
+            return f"{len(left)} not handled; " + " | ".join(c.log()[-1500:] for c in consumers[1:])
+
+        wait_until(lambda: {r["message_id"] for r in handled(redis_client)} >= wanted, timeout=60, message=missing)
         dead = wait_until(lambda: dead_letters(probe), timeout=30)
     finally:
         for c in consumers:
