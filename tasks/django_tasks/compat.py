@@ -1,17 +1,15 @@
 """Django's task API from wherever this Django has it: ``django.tasks`` (Django 6) or the
 ``django-tasks`` backport (Django 5.2).
 
-Every module of this package, and user code, imports the API from here, so an upgrade to Django 6
-changes this module alone. The backport names two exceptions differently (``InvalidTaskError``,
-``InvalidTaskBackendError``); they are exported under Django 6's names.
+Every module of this package imports the API from here, so an upgrade to Django 6 changes this
+module alone. The backport names an exception differently (``InvalidTaskError``); it is exported
+under Django 6's name (``InvalidTask``).
 """
 
 from __future__ import annotations
 
 try:  # Django 6
     from django.tasks import (
-        DEFAULT_TASK_BACKEND_ALIAS,
-        DEFAULT_TASK_QUEUE_NAME,
         TaskContext,
         TaskResult,
         TaskResultStatus,
@@ -21,13 +19,11 @@ try:  # Django 6
     )
     from django.tasks.backends.base import BaseTaskBackend
     from django.tasks.base import TASK_MAX_PRIORITY, TASK_MIN_PRIORITY, Task, TaskError
-    from django.tasks.exceptions import InvalidTask, InvalidTaskBackend, TaskResultDoesNotExist
+    from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
     from django.tasks.signals import task_enqueued, task_finished, task_started
     from django.utils.json import normalize_json
 except ImportError:  # Django 5.2 with the django-tasks backport
     from django_tasks import (
-        DEFAULT_TASK_BACKEND_ALIAS,
-        DEFAULT_TASK_QUEUE_NAME,
         TaskContext,
         TaskResult,
         TaskResultStatus,
@@ -37,20 +33,16 @@ except ImportError:  # Django 5.2 with the django-tasks backport
     )
     from django_tasks.backends.base import BaseTaskBackend
     from django_tasks.base import TASK_MAX_PRIORITY, TASK_MIN_PRIORITY, Task, TaskError
-    from django_tasks.exceptions import InvalidTaskBackendError as InvalidTaskBackend
     from django_tasks.exceptions import InvalidTaskError as InvalidTask
     from django_tasks.exceptions import TaskResultDoesNotExist
     from django_tasks.signals import task_enqueued, task_finished, task_started
     from django_tasks.utils import normalize_json
 
 __all__ = [
-    "DEFAULT_TASK_BACKEND_ALIAS",
-    "DEFAULT_TASK_QUEUE_NAME",
     "TASK_MAX_PRIORITY",
     "TASK_MIN_PRIORITY",
     "BaseTaskBackend",
     "InvalidTask",
-    "InvalidTaskBackend",
     "Task",
     "TaskContext",
     "TaskError",

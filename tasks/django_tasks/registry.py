@@ -42,8 +42,3 @@ def task_register(task: Task) -> None:
 def registered_task(module_path: str) -> Task | None:
     """The decorated task whose function is ``module_path``, or None."""
     return _registry.get(module_path)
-
-
-def registered_tasks() -> dict[str, Task]:
-    """Every registered task by module path."""
-    return dict(_registry)

@@ -106,14 +106,6 @@ def batch_callbacks() -> list[list]:
     return [json.loads(raw) for raw in _redis().lrange(CALLBACKS_KEY, 0, -1)]
 
 
-@task
-def slow_count_run(label: str, seconds: float) -> int:
-    """``count_run`` that takes ``seconds``: a worker killed mid-batch is killed mid-run."""
-    count = _count(label)
-    time.sleep(seconds)
-    return count
-
-
 STARTS_KEY = "tests:django-jobs:starts"
 
 

@@ -1,13 +1,17 @@
-"""The runner's attempt records: one statement per start, nothing for a finished run, errors kept
-per attempt (on PostgreSQL and SQLite alike: the JSON append is SQL of each)."""
+"""The runner: its attempt records (one statement per start, nothing for a finished run, errors
+kept per attempt, on PostgreSQL and SQLite alike), and what it refuses to run."""
 
 from __future__ import annotations
+
+import uuid
 
 import pytest
 
 from tasks.django_tasks.compat import TaskResultStatus, task_started
-from tasks.django_tasks.runner import task_run_attempt_failed, task_run_attempt_started
+from tasks.django_tasks.message import TaskEnqueued
+from tasks.django_tasks.runner import task_run, task_run_attempt_failed, task_run_attempt_started
 from tasks.models import Delivery, TaskRun
+from tasks.reliability.deliver import RefusedDelivery, UnknownHandler
 from tests.support import django_jobs as jobs
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -49,3 +53,19 @@ def test_failed_attempts_keep_each_error_and_only_the_final_one_finishes_the_run
     run = TaskRun.objects.get(result_id=result.id)
     assert [e["exception_class_path"] for e in run.errors] == ["builtins.TimeoutError", "builtins.ValueError"]
     assert run.finished_at is not None
+
+
+def test_a_message_with_no_run_of_this_platform_is_refused_and_runs_nothing():
+    forged = TaskEnqueued(task_path="subprocess.check_output", queue_name="default", priority=0)
+    with pytest.raises(RefusedDelivery, match="not an enqueue of this platform"):
+        task_run(forged)
+
+
+def test_a_run_naming_a_function_no_decorated_task_registered_is_never_imported():
+    result = jobs.noop_task.enqueue()
+    TaskRun.objects.filter(result_id=result.id).update(task_path="subprocess.check_output")
+    message = TaskEnqueued(
+        message_id=uuid.UUID(result.id), task_path="subprocess.check_output", queue_name="default", priority=0
+    )
+    with pytest.raises(UnknownHandler, match="not registered in this worker"):
+        task_run(message)
