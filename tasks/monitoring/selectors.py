@@ -18,7 +18,7 @@ from django_celery_results.models import TaskResult
 from tasks.messages import Message
 from tasks.models import DeadLetter, Outbox
 from tasks.scheduling.next_run import NextRunUnknown, periodic_task_next_run
-from tasks.scheduling.punctuality import Punctuality, schedule_punctuality
+from tasks.scheduling.punctuality import Punctuality, schedules_punctuality
 
 
 @dataclass(frozen=True)
@@ -126,9 +126,9 @@ def schedules_overview(*, since: datetime, now: datetime | None = None, limit: i
             next_run_at=_next_run_or_none(task, now),
             last_status=statuses.get(task.name, ""),
             last_done_at=latest.get(task.name),
-            punctuality=schedule_punctuality(task, now=now),
+            punctuality=punctuality,
         )
-        for task in tasks
+        for task, punctuality in zip(tasks, schedules_punctuality(tasks, now=now), strict=True)
     ]
 
 

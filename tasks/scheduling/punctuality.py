@@ -98,8 +98,14 @@ class _schedule_now:
             self.schedule.nowfun = self.saved
 
 
-def schedule_punctuality(task: PeriodicTask, *, now: datetime | None = None) -> Punctuality:
-    """Whether ``task``'s runs in the window were on time, late or missed (see module docstring)."""
+def schedule_punctuality(
+    task: PeriodicTask, *, now: datetime | None = None, recorded: dict[datetime, datetime | None] | None = None
+) -> Punctuality:
+    """Whether ``task``'s runs in the window were on time, late or missed (see module docstring).
+
+    ``recorded`` (due time -> sent time of its runs in the window) spares the query when the
+    caller read the runs of many schedules at once (``schedules_punctuality``).
+    """
     now = now or timezone.now()
     grace = timedelta(seconds=settings.SCHEDULE_LATE_AFTER)
     start = max(now - timedelta(seconds=settings.SCHEDULE_PUNCTUALITY_WINDOW), task.date_changed or now)
@@ -107,11 +113,9 @@ def schedule_punctuality(task: PeriodicTask, *, now: datetime | None = None) -> 
         start = max(start, task.start_time)
     if not task.enabled or task.one_off:
         return Punctuality(task.name, NO_RUNS_DUE, since=start)
-    runs = dict(
-        ScheduledRun.objects.filter(periodic_task_name=task.name, due_at__gt=start, due_at__lte=now - grace)
-        .order_by("due_at")
-        .values_list("due_at", "sent_at")
-    )
+    if recorded is None:
+        recorded = _recorded_runs([task.name], since=start, until=now - grace).get(task.name, {})
+    runs = {due: sent for due, sent in sorted(recorded.items()) if start < due <= now - grace}
     late = sum(1 for due, sent in runs.items() if sent is None or sent - due > grace)
     try:
         schedule = task.schedule
@@ -147,7 +151,24 @@ def _interval_missed(
     return missed
 
 
-def schedules_punctuality(*, now: datetime | None = None, limit: int = 200) -> list[Punctuality]:
-    """``schedule_punctuality`` of every enabled schedule (at most ``limit``), by name."""
-    tasks = PeriodicTask.objects.filter(enabled=True).select_related("interval", "crontab", "solar", "clocked")
-    return [schedule_punctuality(task, now=now) for task in tasks.order_by("name")[:limit]]
+def schedules_punctuality(
+    tasks: list[PeriodicTask] | None = None, *, now: datetime | None = None, limit: int = 200
+) -> list[Punctuality]:
+    """``schedule_punctuality`` of ``tasks`` (every enabled schedule by name, at most ``limit``,
+    by default), their recorded runs read in one query."""
+    now = now or timezone.now()
+    if tasks is None:
+        enabled = PeriodicTask.objects.filter(enabled=True).select_related("interval", "crontab", "solar", "clocked")
+        tasks = list(enabled.order_by("name")[:limit])
+    since = now - timedelta(seconds=settings.SCHEDULE_PUNCTUALITY_WINDOW)
+    recorded = _recorded_runs([task.name for task in tasks], since=since, until=now)
+    return [schedule_punctuality(task, now=now, recorded=recorded.get(task.name, {})) for task in tasks]
+
+
+def _recorded_runs(names: list[str], *, since: datetime, until: datetime) -> dict[str, dict[datetime, datetime | None]]:
+    """The recorded runs of these schedules due in (``since``, ``until``]: name -> due -> sent."""
+    runs: dict[str, dict[datetime, datetime | None]] = {}
+    rows = ScheduledRun.objects.filter(periodic_task_name__in=names, due_at__gt=since, due_at__lte=until)
+    for name, due, sent in rows.values_list("periodic_task_name", "due_at", "sent_at"):
+        runs.setdefault(name, {})[due] = sent
+    return runs

@@ -19,6 +19,7 @@ from tasks.scheduling.punctuality import (
     ON_TIME,
     implied_due_times,
     schedule_punctuality,
+    schedules_punctuality,
 )
 
 pytestmark = pytest.mark.django_db
@@ -125,3 +126,16 @@ def test_a_schedule_changed_recently_is_judged_from_the_change_and_a_disabled_on
     assert schedule_punctuality(task, now=now).state == NO_RUNS_DUE
     task.enabled = False
     assert schedule_punctuality(task, now=now).state == NO_RUNS_DUE
+
+
+def test_many_schedules_are_judged_with_one_query_of_their_runs(django_assert_num_queries):
+    now = datetime(2026, 12, 1, 12, 10, tzinfo=UTC)
+    tasks = []
+    for n in range(3):
+        schedule = CrontabSchedule.objects.create(minute="0", hour="*", timezone="UTC")
+        tasks.append(periodic(f"hourly {n}", changed_at=now - timedelta(days=2), crontab=schedule))
+        record(tasks[-1], now.replace(minute=0))
+    tasks = list(PeriodicTask.objects.select_related("crontab").filter(pk__in=[t.pk for t in tasks]).order_by("name"))
+    with django_assert_num_queries(1):
+        judged = schedules_punctuality(tasks, now=now)
+    assert [(p.name, p.on_time) for p in judged] == [("hourly 0", 1), ("hourly 1", 1), ("hourly 2", 1)]
