@@ -1,5 +1,7 @@
 """``manage.py deliveries_cancel``: the admin's cancel action in a terminal."""
 
+import uuid
+
 from django.core.management.base import BaseCommand, CommandError
 
 from tasks.models import Delivery
@@ -26,10 +28,10 @@ class Command(BaseCommand):
         deliveries = Delivery.objects.all()
         if message_ids:
             try:
-                deliveries = deliveries.filter(message_id__in=message_ids)
-                deliveries.exists()  # a malformed id is the caller's error, said as such
-            except Exception as exc:
+                ids = [uuid.UUID(message_id) for message_id in message_ids]
+            except ValueError as exc:
                 raise CommandError(f"bad message id: {exc}") from exc
+            deliveries = deliveries.filter(message_id__in=ids)
         if handler:
             deliveries = deliveries.filter(handler=handler)
         if batch:
