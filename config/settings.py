@@ -246,6 +246,11 @@ OUTBOX_RELAY_INTERVAL = env.float("OUTBOX_RELAY_INTERVAL", default=1.0)
 # Delayed deliveries (run_after) the relay releases per pass, earliest first; a pass every
 # OUTBOX_RELAY_INTERVAL seconds, so a delayed job starts within about a second of its due time.
 DELAYED_RELEASE_BATCH = env.int("DELAYED_RELEASE_BATCH", default=500)
+# Flow limits (tasks/reliability/flow_limits.py): how often a worker reads the admin's overrides
+# (seconds), and how long a job waits when the rate counters' Redis does not answer (it waits in
+# the database, it is not failed).
+FLOW_LIMITS_REFRESH = env.float("FLOW_LIMITS_REFRESH", default=2.0)
+FLOW_LIMITS_UNAVAILABLE_WAIT = env.float("FLOW_LIMITS_UNAVAILABLE_WAIT", default=5.0)
 # How often workers read the paused queues (seconds): a pause takes effect within about this.
 QUEUE_PAUSE_POLL_SECONDS = env.float("QUEUE_PAUSE_POLL_SECONDS", default=1.0)
 # The per-process publisher (tasks/messaging/publisher.py): how many deliveries it may hold
@@ -326,6 +331,9 @@ CACHES["ratelimit"] = (
     else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "ratelimit"}
 )
 RATELIMIT_USE_CACHE = "ratelimit"
+# Job rate limits are counted in Redis too, shared by every worker: FLOW_LIMITS_REDIS_URL, else
+# the API limits' Redis, else the local one (RabbitMQ as broker still needs a Redis for them).
+FLOW_LIMITS_REDIS_URL = env.str("FLOW_LIMITS_REDIS_URL", default=RATELIMIT_REDIS_URL or "redis://127.0.0.1:6379/1")
 
 # --- Monitoring (README "Monitoring") --------------------------------------------------
 FLOWER_URL = env.str("FLOWER_URL", default=f"http://127.0.0.1:{env.int('FLOWER_PORT', default=5555)}/")

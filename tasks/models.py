@@ -78,6 +78,7 @@ class Delivery(models.Model):
         UNPLANNED = "unplanned", "Predicate failed; planned again by the relay"
         DELAYED = "delayed", "Delayed; released by the relay when due"
         CANCELLED = "cancelled", "Cancelled"
+        WAITING = "waiting", "Waiting for its rate or concurrency limit; released by the relay"
 
     message_id = models.UUIDField()
     handler = models.CharField(max_length=255)
@@ -111,6 +112,12 @@ class Delivery(models.Model):
         max_length=200, blank=True, default="", help_text="At most one delivery per handler and key at a time."
     )
     unique_until = models.DateTimeField(null=True, blank=True, help_text="Its key blocks others until then.")
+    # Flow limits (tasks/reliability/flow_limits.py): the keys it counts against, set by the worker
+    # that admitted it or made it wait.
+    rate_key = models.CharField(max_length=200, blank=True, default="", help_text="Its rate limit's key.")
+    concurrency_key = models.CharField(
+        max_length=200, blank=True, default="", help_text="At most N running per handler and this key."
+    )
 
     class Meta:
         verbose_name_plural = "deliveries"
@@ -136,6 +143,13 @@ class Delivery(models.Model):
             models.Index(fields=["completed_at"], condition=models.Q(status="done"), name="delivery_done_idx"),
             # The relay releases delayed rows in due order.
             models.Index(fields=["run_after"], condition=models.Q(status="delayed"), name="delivery_delayed_idx"),
+            # The relay releases waiting rows per handler and key, oldest first; a worker counts the
+            # running ones of its key.
+            models.Index(
+                fields=["handler", "concurrency_key", "rate_key", "id"],
+                condition=models.Q(status__in=["waiting", "running"]),
+                name="delivery_flow_limit_idx",
+            ),
             # A batch's progress: its members counted by status.
             models.Index(
                 fields=["batch", "status"], condition=models.Q(batch__isnull=False), name="delivery_batch_idx"
@@ -427,3 +441,47 @@ class DeliveryCancelRequest(models.Model):
 
     def __str__(self) -> str:
         return f"cancel {self.handler} <- {self.message_id}"
+
+
+class FlowLimit(models.Model):
+    """An operator's override of the flow limits a handler declares in code (``subscribe_async(...,
+    rate_limit=, concurrency=)``): what workers apply instead, within ``FLOW_LIMITS_REFRESH`` seconds."""
+
+    handler = models.CharField(max_length=255, unique=True)
+    rate_limit = models.CharField(
+        max_length=50,
+        blank=True,
+        help_text='"10/second", "60/minute", "1000 per hour"; "none" for no limit; blank: the code\'s.',
+    )
+    concurrency = models.PositiveIntegerField(
+        null=True, blank=True, help_text="At most this many running per key; 0 for no limit; blank: the code's."
+    )
+    reason = models.CharField(max_length=200, blank=True)
+    changed_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"limits of {self.handler}"
+
+
+class FlowLimitChange(models.Model):
+    """History of the flow-limit overrides: every create, change and delete, by whom and what changed."""
+
+    class Action(models.TextChoices):
+        CREATED = "created", "Created"
+        CHANGED = "changed", "Changed"
+        DELETED = "deleted", "Deleted"
+
+    handler = models.CharField(max_length=255, db_index=True)
+    action = models.CharField(max_length=10, choices=Action.choices)
+    changes = models.JSONField(default=dict, blank=True, help_text="field -> [old, new]")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="flow_limit_changes"
+    )
+    source = models.CharField(max_length=50, blank=True, help_text="admin, shell, ...")
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-at"]
+
+    def __str__(self) -> str:
+        return f"{self.handler} {self.action} at {self.at:%Y-%m-%d %H:%M:%S}"

@@ -47,6 +47,10 @@ class Broker(Protocol):
         unique: Callable[[Any], str] | None = None,
         unique_for: timedelta | None = None,
         debounce: bool = False,
+        rate_limit: str | None = None,
+        rate_key: Callable[[Any], str] | None = None,
+        concurrency: int | None = None,
+        concurrency_key: Callable[[Any], str] | None = None,
     ) -> None: ...
 
     def publish(self, message: Message) -> None: ...
@@ -180,6 +184,14 @@ def async_subscription_resolve(message_type: type[Message], path: str) -> Subscr
     """The subscription a worker runs for a delivery of ``message_type`` recorded under handler
     ``path``: an async subscription of the broker in force (its own path or one it replaces)."""
     return async_subscription_find(get_message_broker().subscriptions(), message_type, path)
+
+
+def async_subscription_by_handler(path: str) -> Subscription | None:
+    """The async subscription, of any message type, whose handler is ``path`` (its own path or
+    one it replaces); None if the running code has none."""
+    subscriptions = [s for s in get_message_broker().subscriptions() if s.is_async]
+    exact = [s for s in subscriptions if s.handler_path == path]
+    return (exact or [s for s in subscriptions if path in s.replaces] or [None])[0]
 
 
 def get_recording_broker() -> RecordingBroker:

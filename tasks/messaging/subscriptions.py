@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import limits
 from django.utils.module_loading import import_string
+from limits import RateLimitItem
 
 from tasks.messages import Message
 from tasks.queues import DEFAULT, validate_queue
@@ -45,6 +47,40 @@ def handler_path(handler: Handler) -> str:
     return path
 
 
+def rate_limit_parse(text: str) -> RateLimitItem:
+    """The ``limits`` item for a rate such as "10/second" or "60 per minute"; ValueError if unreadable."""
+    try:
+        item = limits.parse(text)
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not a rate: write it as '10/second', '60/minute' or '1000 per hour'") from exc
+    if item.amount < 1:
+        raise ValueError(f"{text!r}: a rate allows at least one job per period")
+    return item
+
+
+def flow_limits_validate(
+    *,
+    rate_limit: str | None,
+    rate_key: Callable[[Any], str] | None,
+    concurrency: int | None,
+    concurrency_key: Callable[[Any], str] | None,
+) -> None:
+    """SubscriptionError for flow limits that cannot work: an unreadable rate, a key without its limit."""
+    if rate_limit is not None:
+        try:
+            rate_limit_parse(rate_limit)
+        except ValueError as exc:
+            raise SubscriptionError(f"rate_limit={exc}") from None
+    if concurrency is not None and (
+        isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
+    ):
+        raise SubscriptionError(f"concurrency={concurrency!r}: at least 1 running job per key")
+    if rate_key is not None and rate_limit is None:
+        raise SubscriptionError("rate_key= needs rate_limit=, the rate each key gets")
+    if concurrency_key is not None and concurrency is None:
+        raise SubscriptionError("concurrency_key= needs concurrency=, how many run at once per key")
+
+
 def _describe(handler: Handler) -> str:
     module = getattr(handler, "__module__", "?")
     return f"{module}.{getattr(handler, '__qualname__', repr(handler))}"
@@ -66,6 +102,12 @@ class Subscription:
     unique: Callable[[Any], str] | None = None
     unique_for: timedelta | None = None
     debounce: bool = False
+    # Flow limits, the code's defaults (tasks/reliability/flow_limits.py; the admin overrides them):
+    # a rate ("10/second") per key, and at most ``concurrency`` running per key, across all workers.
+    rate_limit: str | None = None
+    rate_key: Callable[[Any], str] | None = None
+    concurrency: int | None = None
+    concurrency_key: Callable[[Any], str] | None = None
 
     @property
     def handler_path(self) -> str:
@@ -96,6 +138,10 @@ class SubscriptionRegistry:
         unique: Callable[[Any], str] | None = None,
         unique_for: timedelta | None = None,
         debounce: bool = False,
+        rate_limit: str | None = None,
+        rate_key: Callable[[Any], str] | None = None,
+        concurrency: int | None = None,
+        concurrency_key: Callable[[Any], str] | None = None,
     ) -> None:
         """Run ``handler(message)`` on a worker, one Celery task per message, on ``queue_name``.
 
@@ -107,8 +153,16 @@ class SubscriptionRegistry:
         the window, and requests meanwhile are dropped (the job runs once). With ``debounce`` each
         request waits ``unique_for``; one arriving meanwhile replaces it (the latest message) and
         starts the wait again: it runs once, after the last request.
+
+        ``rate_limit`` ("10/second", "60/minute") caps how often it starts, across all workers,
+        per ``rate_key(message)`` (one limit for the handler without it); ``concurrency`` caps how
+        many run at once, per ``concurrency_key(message)``. A job over a limit waits in the
+        database, holding no worker, and the relay releases it when allowed.
         """
         handler_path(handler)
+        flow_limits_validate(
+            rate_limit=rate_limit, rate_key=rate_key, concurrency=concurrency, concurrency_key=concurrency_key
+        )
         if (unique_for is not None or debounce) and unique is None:
             raise SubscriptionError("unique_for and debounce need unique=, the function giving a message's key")
         if unique is not None and not unique_for:
@@ -132,6 +186,10 @@ class SubscriptionRegistry:
                 unique=unique,
                 unique_for=unique_for,
                 debounce=debounce,
+                rate_limit=rate_limit,
+                rate_key=rate_key,
+                concurrency=concurrency,
+                concurrency_key=concurrency_key,
             )
         )
 

@@ -43,6 +43,7 @@ from tasks.reliability.delivery_state import (
     delivery_stop,
     retry_time,
 )
+from tasks.reliability.flow_limits import delivery_admit
 from tasks.reliability.log_context import log_context
 from tasks.reliability.platform_task import PermanentError, PlatformTask, PoisonMessage
 from tasks.reliability.task_results import task_result_success_sql
@@ -52,6 +53,7 @@ logger = logging.getLogger(__name__)
 DUPLICATE = "duplicate"
 DONE = "done"
 CANCELLED = "cancelled"
+WAITING = "waiting"
 
 
 class RefusedDelivery(PermanentError):
@@ -107,7 +109,8 @@ def delivery_run(
     *, payload: dict, handler: str, queue: str = "", with_done: Callable[[], Sequence[Statement]] | None = None
 ) -> str:
     """Run ``handler`` for the message in ``payload`` once; ``"duplicate"`` if it ran before,
-    ``"cancelled"`` if it stopped on a cancel request (``JobCancelled``).
+    ``"cancelled"`` if it stopped on a cancel request (``JobCancelled``), ``"waiting"`` if a flow
+    limit holds it back (it waits in the database; the relay sends it again when allowed).
 
     ``with_done`` gives statements that run with the done mark, in the handler's transaction
     (the task's result): they commit with the handler's work, or not at all.
@@ -115,6 +118,8 @@ def delivery_run(
     message, subscription = delivery_resolve(payload=payload, handler=handler)
     key = {"message_id": message.message_id, "handler": handler}
     with log_context(message_id=message.message_id, handler=handler):
+        if not delivery_admit(message=message, subscription=subscription, handler=handler):
+            return WAITING
         starts = delivery_start(**key, message_type=message.message_name, payload=payload, queue=queue)
         if starts is None:
             logger.info("delivery already done; skipped")

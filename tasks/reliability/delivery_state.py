@@ -8,7 +8,11 @@
     unplanned --plan--> pending (the relay's: a predicate that failed, asked again)
     delayed --release_due--> pending (the relay's, when due; ``tasks.reliability.delayed``)
     pending --hold--> delayed (a release the broker refused, given back)
-    delayed|pending --cancel--> cancelled (terminal: a stale copy finds it not startable)
+    pending|running --claim--> running (a slot of its concurrency limit taken; ``flow_limits``)
+    pending|running --wait--> waiting (over its rate or concurrency limit; ``flow_limits``)
+    waiting --release_waiting--> pending (the relay's, when its limit allows)
+    pending --wait_again--> waiting (a release the broker refused, given back)
+    delayed|waiting|pending --cancel--> cancelled (terminal: a stale copy finds it not startable)
     running --stop--> cancelled (its handler stopped on a cancel request: ``JobCancelled``)
 
 Every transition is one conditional UPDATE (``filter(status__in=allowed).update(...)``): two
@@ -43,10 +47,14 @@ TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
     "kill": ((Status.PENDING, Status.RUNNING, Status.UNPLANNED), Status.DEAD),
     "plan": ((Status.UNPLANNED,), Status.PENDING),
     "requeue": ((Status.DEAD,), Status.PENDING),
-    "cancel": ((Status.DELAYED, Status.PENDING), Status.CANCELLED),
+    "cancel": ((Status.DELAYED, Status.WAITING, Status.PENDING), Status.CANCELLED),
     "stop": ((Status.RUNNING,), Status.CANCELLED),
     "release_due": ((Status.DELAYED,), Status.PENDING),
     "hold": ((Status.PENDING,), Status.DELAYED),
+    "claim": ((Status.PENDING, Status.RUNNING), Status.RUNNING),
+    "wait": ((Status.PENDING, Status.RUNNING), Status.WAITING),
+    "release_waiting": ((Status.WAITING,), Status.PENDING),
+    "wait_again": ((Status.PENDING,), Status.WAITING),
 }
 
 
@@ -202,8 +210,47 @@ def deliveries_hold(*, pks: list[int]) -> int:
     )
 
 
+def delivery_claim(*, pk: int, concurrency_key: str) -> bool:
+    """pending|running -> running, its start not counted yet: it holds a slot of its handler's
+    concurrency limit under ``concurrency_key`` (its start is counted by ``delivery_start``)."""
+    return bool(
+        Delivery.objects.filter(pk=pk, status__in=_from("claim")).update(
+            status=_to("claim"), concurrency_key=concurrency_key
+        )
+    )
+
+
+def delivery_wait(
+    *, pk: int, run_after: datetime | None, rate_key: str | None = None, concurrency_key: str | None = None
+) -> bool:
+    """pending|running -> waiting: over a flow limit. ``run_after`` is when its rate allows it
+    again; None: when a slot of its concurrency key frees. The relay releases it."""
+    keys = {
+        name: value
+        for name, value in (("rate_key", rate_key), ("concurrency_key", concurrency_key))
+        if value is not None
+    }
+    return bool(
+        Delivery.objects.filter(pk=pk, status__in=_from("wait")).update(status=_to("wait"), run_after=run_after, **keys)
+    )
+
+
+def deliveries_release_waiting(*, pks: list[int]) -> int:
+    """waiting -> pending, sent now: the relay releases these rows before it publishes them."""
+    return Delivery.objects.filter(pk__in=pks, status__in=_from("release_waiting")).update(
+        status=_to("release_waiting"), run_after=None, sent_at=timezone.now(), send_count=F("send_count") + 1
+    )
+
+
+def deliveries_wait_again(*, pks: list[int]) -> int:
+    """pending -> waiting again, unsent: released rows the broker did not take."""
+    return Delivery.objects.filter(pk__in=pks, status__in=_from("wait_again")).update(
+        status=_to("wait_again"), sent_at=None, send_count=F("send_count") - 1
+    )
+
+
 def deliveries_cancel(*, deliveries: QuerySet[Delivery]) -> int:
-    """delayed|pending -> cancelled for each of ``deliveries``, and a cancel request for each one
+    """delayed|waiting|pending -> cancelled for each of ``deliveries``, and a cancel request for each one
     running; how many were cancelled or asked to stop.
 
     Persistent: a delayed one is never released, and a queued copy (the broker's message, or a

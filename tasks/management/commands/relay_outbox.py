@@ -7,18 +7,26 @@ from tasks.messaging.deliveries import DispatchError
 from tasks.messaging.relay import Relay
 from tasks.monitoring.tracing import tracing_configure
 from tasks.reliability.delayed import deliveries_send_due
+from tasks.reliability.flow_limits import deliveries_release_allowed
 from tasks.reliability.replanning import deliveries_replan
 from tasks.reliability.sweeper import StaleDeliverySweeper, deliveries_resend_stale
 from tasks.scheduling.runs import scheduled_runs_send_unsent
 from tasks.streams.appends import stream_relay_pass
+
+EXTRA_PASSES = [
+    ("delayed", deliveries_send_due),
+    ("waiting", deliveries_release_allowed),
+    ("batches", batches_finish),
+    ("streams", stream_relay_pass),
+]
 
 
 class Command(BaseCommand):
     help = (
         "Send outbox rows the committing process could not send, re-send deliveries the broker lost, plan again "
         "deliveries whose predicate failed, send Beat's recorded runs the broker refused, release delayed "
-        "deliveries when due, finish batches whose members all finished, and append "
-        "committed events of streamed classes to their streams."
+        "deliveries when due and waiting ones when their rate or concurrency limit allows, finish batches "
+        "whose members all finished, and append committed events of streamed classes to their streams."
     )
 
     def add_arguments(self, parser):
@@ -33,7 +41,7 @@ class Command(BaseCommand):
                 resend=deliveries_resend_stale,
                 replan=deliveries_replan,
                 scheduled=scheduled_runs_send_unsent,
-                extra=[("delayed", deliveries_send_due), ("batches", batches_finish), ("streams", stream_relay_pass)],
+                extra=EXTRA_PASSES,
                 interval=options["interval"],
             )
             try:
@@ -46,7 +54,7 @@ class Command(BaseCommand):
             resend=StaleDeliverySweeper(),
             replan=deliveries_replan,
             scheduled=scheduled_runs_send_unsent,
-            extra=[("delayed", deliveries_send_due), ("batches", batches_finish), ("streams", stream_relay_pass)],
+            extra=EXTRA_PASSES,
             interval=options["interval"],
         )
         relay.install_signal_handlers()
