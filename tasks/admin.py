@@ -5,8 +5,19 @@ from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
 from tasks.batches.admin import BatchAdmin
 from tasks.django_tasks.admin import TaskRunAdmin
-from tasks.models import Batch, DeadLetter, Delivery, Outbox, QueuePause, ScheduleChange, TaskRun
+from tasks.models import (
+    Batch,
+    DeadLetter,
+    Delivery,
+    FlowLimit,
+    FlowLimitChange,
+    Outbox,
+    QueuePause,
+    ScheduleChange,
+    TaskRun,
+)
 from tasks.reliability.admin import DeadLetterAdmin, DeliveryAdmin, OutboxAdmin, QueuePauseAdmin
+from tasks.reliability.flow_limit_admin import FlowLimitAdmin, FlowLimitChangeAdmin
 from tasks.scheduling.admin import CrontabScheduleAdmin, PeriodicTaskAdmin, ScheduleChangeAdmin
 
 admin.site.register(DeadLetter, DeadLetterAdmin)
@@ -15,6 +26,8 @@ admin.site.register(Delivery, DeliveryAdmin)
 admin.site.register(TaskRun, TaskRunAdmin)
 admin.site.register(Batch, BatchAdmin)
 admin.site.register(QueuePause, QueuePauseAdmin)
+admin.site.register(FlowLimit, FlowLimitAdmin)
+admin.site.register(FlowLimitChange, FlowLimitChangeAdmin)
 admin.site.register(ScheduleChange, ScheduleChangeAdmin)
 # django-celery-beat registered its own: replaced by the ones operators can run.
 admin.site.unregister(PeriodicTask)

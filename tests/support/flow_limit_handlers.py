@@ -32,6 +32,12 @@ class ScanRequested(Message):
 
 
 @dataclass(frozen=True)
+class AuthorRated(Message):
+    author_id: int
+    n: int
+
+
+@dataclass(frozen=True)
 class Pinged(Message):
     n: int
 
@@ -46,6 +52,10 @@ def scan(event: ScanRequested) -> None:
     Effect.objects.create(key=f"scan:{event.author_id}:{event.n}:{started:.3f}:{time.time():.3f}")
 
 
+def recount(event: AuthorRated) -> None:
+    Effect.objects.create(key=f"recount:{event.author_id}:{event.n}")
+
+
 def ping(event: Pinged) -> None:
     Effect.objects.create(key=f"ping:{event.n}")
 
@@ -53,15 +63,18 @@ def ping(event: Pinged) -> None:
 FLOW_LIMITED_APPS = "tests.support.ledger,tests.support.flow_limited"
 NOTIFY_HANDLER = f"{__name__}.notify_partner"
 SCAN_HANDLER = f"{__name__}.scan"
+RECOUNT_HANDLER = f"{__name__}.recount"
+PING_HANDLER = f"{__name__}.ping"
 
 
 def subscribe(broker: Broker) -> None:
-    """A global rate limit on ``notify_partner``, a per-author concurrency limit on ``scan``, and
-    ``ping`` unlimited on another queue."""
+    """A global rate limit on ``notify_partner``, a per-author concurrency limit on ``scan``, a
+    per-author rate limit on ``recount`` and ``ping`` unlimited on another queue."""
     broker.subscribe_async(PartnerNotified, notify_partner, rate_limit=f"{RATE}/second")
     broker.subscribe_async(
         ScanRequested, scan, concurrency=CONCURRENCY, concurrency_key=lambda e: f"author:{e.author_id}"
     )
+    broker.subscribe_async(AuthorRated, recount, rate_limit="2/minute", rate_key=lambda e: f"author:{e.author_id}")
     broker.subscribe_async(Pinged, ping, queue_name=HIGH_PRIORITY)
 
 

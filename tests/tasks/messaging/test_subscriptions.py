@@ -183,6 +183,35 @@ def test_subscribe_async_refuses_an_unknown_queue():
     assert broker.subscriptions() == []
 
 
+@pytest.mark.parametrize(
+    ("limits", "error"),
+    [
+        pytest.param({"rate_limit": "fast"}, "is not a rate", id="unreadable rate"),
+        pytest.param({"rate_limit": "0/second"}, "at least one job", id="zero rate"),
+        pytest.param({"concurrency": 0}, "at least 1", id="zero concurrency"),
+        pytest.param({"concurrency": True}, "at least 1", id="bool concurrency"),
+        pytest.param({"rate_key": str}, "needs rate_limit", id="rate key without rate"),
+        pytest.param({"concurrency_key": str}, "needs concurrency", id="concurrency key without limit"),
+    ],
+)
+def test_subscribe_async_refuses_flow_limits_that_cannot_work(limits, error):
+    broker = MemoryBroker()
+    with pytest.raises(SubscriptionError, match=error):
+        broker.subscribe_async(Ping, async_record, **limits)
+    assert broker.subscriptions() == []
+
+
+def test_subscribe_async_keeps_the_declared_flow_limits():
+    broker = MemoryBroker()
+    broker.subscribe_async(Ping, async_record, rate_limit="60 per minute", concurrency=2, concurrency_key=str)
+    (subscription,) = broker.subscriptions()
+    assert (subscription.rate_limit, subscription.concurrency, subscription.concurrency_key) == (
+        "60 per minute",
+        2,
+        str,
+    )
+
+
 @pytest.mark.parametrize("queue_name", [HIGH_PRIORITY, DEFAULT, LOW_PRIORITY])
 def test_subscribe_async_accepts_each_platform_queue(queue_name):
     broker = MemoryBroker()

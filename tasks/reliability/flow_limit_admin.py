@@ -1,0 +1,155 @@
+"""Admin for flow limits: the limits each handler declares in code, the operators' overrides of
+them (in force on every worker within ``FLOW_LIMITS_REFRESH`` seconds), and their history."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+
+from tasks.messaging.brokers import async_subscription_by_handler, get_message_broker
+from tasks.messaging.subscriptions import Subscription, rate_limit_parse
+from tasks.models import FlowLimit, FlowLimitChange
+from tasks.admin_mixins import ReadOnlyAdminMixin
+from tasks.reliability.flow_limit_overrides import (
+    NO_LIMIT,
+    flow_limit_change_record,
+    flow_limit_snapshot,
+    flow_limits_in_force,
+)
+
+HISTORY_ROWS_ON_PAGE = 20
+
+
+def _async_handlers() -> list[Subscription]:
+    seen: dict[str, Subscription] = {}
+    for subscription in get_message_broker().subscriptions():
+        if subscription.is_async:
+            seen.setdefault(subscription.handler_path, subscription)
+    return sorted(seen.values(), key=lambda s: s.handler_path)
+
+
+def _describe_code_limits(subscription: Subscription | None) -> str:
+    if subscription is None:
+        return "not subscribed in this code"
+    parts = []
+    if subscription.rate_limit:
+        parts.append(f"{subscription.rate_limit}{' per key' if subscription.rate_key else ''}")
+    if subscription.concurrency:
+        parts.append(f"{subscription.concurrency} at once{' per key' if subscription.concurrency_key else ''}")
+    return ", ".join(parts) or "none"
+
+
+def _describe_in_force(subscription: Subscription | None) -> str:
+    if subscription is None:
+        return "—"
+    limits = flow_limits_in_force(subscription)
+    parts = []
+    if limits.rate:
+        parts.append(f"{limits.rate.amount} per {limits.rate.get_expiry()} s")
+    if limits.concurrency:
+        parts.append(f"{limits.concurrency} at once")
+    return ", ".join(parts) or "none"
+
+
+class FlowLimitForm(forms.ModelForm):
+    class Meta:
+        model = FlowLimit
+        fields = ("handler", "rate_limit", "concurrency", "reason")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        choices = [(s.handler_path, f"{s.handler_path} (code: {_describe_code_limits(s)})") for s in _async_handlers()]
+        if self.instance.pk and self.instance.handler not in dict(choices):
+            choices.append((self.instance.handler, f"{self.instance.handler} (not subscribed in this code)"))
+        self.fields["handler"] = forms.ChoiceField(choices=choices, help_text="An async handler of this code.")
+
+    def clean_rate_limit(self) -> str:
+        text = self.cleaned_data["rate_limit"].strip()
+        if text and text.lower() != NO_LIMIT:
+            try:
+                rate_limit_parse(text)
+            except ValueError as exc:
+                raise forms.ValidationError(str(exc)) from None
+        return text
+
+
+class FlowLimitAdmin(admin.ModelAdmin):
+    """Overrides of the flow limits declared in code. Blank fields keep the code's value; "none"
+    (rate) or 0 (concurrency) lifts a limit. Each change is recorded in the history."""
+
+    form = FlowLimitForm
+    list_display = ("handler", "code_limits", "rate_limit", "concurrency", "in_force", "reason", "changed_at")
+    search_fields = ("handler",)
+    readonly_fields = ("code_limits", "in_force", "change_history")
+    change_list_template = "admin/tasks/flowlimit/change_list.html"
+
+    @admin.display(description="Declared in code")
+    def code_limits(self, obj: FlowLimit) -> str:
+        return _describe_code_limits(async_subscription_by_handler(obj.handler)) if obj.handler else "—"
+
+    @admin.display(description="In force")
+    def in_force(self, obj: FlowLimit) -> str:
+        return _describe_in_force(async_subscription_by_handler(obj.handler)) if obj.handler else "—"
+
+    @admin.display(description="History")
+    def change_history(self, obj: FlowLimit) -> str:
+        if not obj.handler:
+            return "—"
+        changes = FlowLimitChange.objects.filter(handler=obj.handler).select_related("user")[:HISTORY_ROWS_ON_PAGE]
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
+            (
+                (
+                    timezone.localtime(c.at).strftime("%Y-%m-%d %H:%M:%S"),
+                    c.action,
+                    c.user or "—",
+                    c.source,
+                    "; ".join(f"{k}: {old!r} → {new!r}" for k, (old, new) in c.changes.items()),
+                )
+                for c in changes
+            ),
+        )
+        return format_html("<table>{}</table>", rows) if changes else "—"
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):
+        declared = [
+            (s.handler_path, _describe_code_limits(s), _describe_in_force(s))
+            for s in _async_handlers()
+            if s.rate_limit or s.concurrency or FlowLimit.objects.filter(handler=s.handler_path).exists()
+        ]
+        return super().changelist_view(request, {**(extra_context or {}), "declared_limits": declared})
+
+    def save_model(self, request: HttpRequest, obj: FlowLimit, form: forms.Form, change: bool) -> None:
+        old = flow_limit_snapshot(FlowLimit.objects.filter(pk=obj.pk).first() if obj.pk else None)
+        super().save_model(request, obj, form, change)
+        flow_limit_change_record(
+            handler=obj.handler, old=old, new=flow_limit_snapshot(obj), user=request.user, source="admin"
+        )
+
+    def delete_model(self, request: HttpRequest, obj: FlowLimit) -> None:
+        old = flow_limit_snapshot(obj)
+        super().delete_model(request, obj)
+        flow_limit_change_record(handler=obj.handler, old=old, new={}, user=request.user, source="admin")
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[FlowLimit]) -> None:
+        for obj in list(queryset):
+            self.delete_model(request, obj)
+
+
+class FlowLimitChangeAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Read-only history of every flow-limit override."""
+
+    list_display = ("at", "handler", "action", "user", "source", "changes")
+    list_filter = ("action", "source")
+    search_fields = ("handler",)
+    date_hierarchy = "at"
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
