@@ -12,10 +12,10 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
+from tasks.admin_mixins import ReadOnlyAdminMixin
 from tasks.messaging.brokers import async_subscription_by_handler, get_message_broker
 from tasks.messaging.subscriptions import Subscription, rate_limit_parse
 from tasks.models import FlowLimit, FlowLimitChange
-from tasks.admin_mixins import ReadOnlyAdminMixin
 from tasks.reliability.flow_limit_overrides import (
     NO_LIMIT,
     flow_limit_change_record,

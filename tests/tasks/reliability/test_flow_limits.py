@@ -14,7 +14,7 @@ from tasks.messaging.deliveries import DispatchError
 from tasks.models import Delivery, FlowLimit
 from tasks.reliability.delivery_state import deliveries_cancel
 from tasks.reliability.flow_limit_overrides import flow_limit_overrides_forget
-from tasks.reliability.flow_limits import delivery_admit, deliveries_release_allowed
+from tasks.reliability.flow_limits import deliveries_release_allowed, delivery_admit
 from tasks.transaction import register_event
 from tests.support.broker import broker_down
 from tests.support.flow_limit_handlers import (
