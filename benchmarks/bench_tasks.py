@@ -100,3 +100,18 @@ def bench_unique_handler(event: BenchUniqueEvent) -> None:
 get_message_broker().subscribe_async(
     BenchUniqueEvent, bench_unique_handler, unique=lambda e: e.key, unique_for=timedelta(minutes=1)
 )
+
+
+@dataclass(frozen=True)
+class BenchRateLimitedEvent(Message):
+    """The delivery case under a rate limit it never reaches (issue 19): what the check costs
+    when nothing waits."""
+
+    key: str
+
+
+def bench_rate_limited_handler(event: BenchRateLimitedEvent) -> None:
+    record_start(event.key)
+
+
+get_message_broker().subscribe_async(BenchRateLimitedEvent, bench_rate_limited_handler, rate_limit="100000/second")

@@ -251,6 +251,9 @@ DELAYED_RELEASE_BATCH = env.int("DELAYED_RELEASE_BATCH", default=500)
 # the database, it is not failed).
 FLOW_LIMITS_REFRESH = env.float("FLOW_LIMITS_REFRESH", default=2.0)
 FLOW_LIMITS_UNAVAILABLE_WAIT = env.float("FLOW_LIMITS_UNAVAILABLE_WAIT", default=5.0)
+# Seconds after a cancel of a running job before the relay kills its worker process (the hard
+# stop, tasks/reliability/hard_stop.py); 0, the default: only the cooperative cancel.
+CANCEL_HARD_STOP_AFTER = env.float("CANCEL_HARD_STOP_AFTER", default=0.0)
 # How often workers read the paused queues (seconds): a pause takes effect within about this.
 QUEUE_PAUSE_POLL_SECONDS = env.float("QUEUE_PAUSE_POLL_SECONDS", default=1.0)
 # The per-process publisher (tasks/messaging/publisher.py): how many deliveries it may hold

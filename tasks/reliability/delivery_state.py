@@ -279,6 +279,17 @@ def delivery_stop(*, message_id: uuid.UUID | str, handler: str) -> bool:
     )
 
 
+def delivery_stop_forced(*, message_id: uuid.UUID | str, handler: str) -> bool:
+    """running -> cancelled after its process was killed (the hard stop). The row stays locked by
+    the handler's transaction until the process is gone: the wait for it is bounded (PostgreSQL;
+    OperationalError when it runs out) so the relay goes on and tries again."""
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL lock_timeout = '2s'")
+        return delivery_stop(message_id=message_id, handler=handler)
+
+
 def delivery_created_at(*, message_id: uuid.UUID | str, handler: str) -> datetime | None:
     """When the delivery was recorded (its first send), or None if no process ever planned it."""
     return Delivery.objects.filter(**_key(message_id, handler)).values_list("created_at", flat=True).first()

@@ -1,5 +1,6 @@
 """Persistent and cooperative cancel (issue 19): cancelled queued jobs never run, across a restart
-of the worker and of the broker; a running job sees the cancel and stops, ending cancelled."""
+of the worker and of the broker; a running job sees the cancel and stops, ending cancelled, and
+one that ignores it is killed after the grace period (the hard stop)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from tasks.django_tasks.compat import TaskResultStatus
 from tasks.models import DeadLetter, Delivery
 from tests.support import django_jobs as jobs
 from tests.support.broker import publishing_to
-from tests.support.processes import CeleryWorker, DurableRedisServer, process_env
+from tests.support.ledger.models import Effect
+from tests.support.processes import CeleryWorker, DurableRedisServer, Relay, process_env
 from tests.support.queues import purge_platform_queues
 from tests.support.waiting import wait_until
 
@@ -37,6 +39,36 @@ def test_a_running_job_stops_on_a_cancel_and_ends_cancelled(redis_client):
         wait_until(ended, timeout=15, message=lambda: worker.log()[-2000:])
     assert result.status == TaskResultStatus.FAILED and jobs.runs_of("long:stopped") == 1
     assert Delivery.objects.get(message_id=result.id).status == Delivery.Status.CANCELLED
+    assert not DeadLetter.objects.exists(), "a cancel is not a failure"
+
+
+@pytest.mark.broker
+def test_a_running_job_that_ignores_a_cancel_is_killed_after_the_grace_period_and_its_work_rolled_back(redis_client):
+    purge_platform_queues()
+    env = process_env(CANCEL_HARD_STOP_AFTER="2", OUTBOX_RELAY_INTERVAL="0.5")
+    worker = CeleryWorker(extra_args=("--include", "tests.support.django_jobs"), env=env)
+    with worker, Relay(env=env) as relay:
+        result = jobs.ignores_cancel.enqueue("stubborn")
+        wait_until(lambda: jobs.runs_of("stubborn:started") == 1, timeout=30, message=lambda: worker.log()[-2000:])
+        asked = time.monotonic()
+        call_command("deliveries_cancel", "--message-id", result.id)
+        delivery = Delivery.objects.filter(message_id=result.id)
+        wait_until(
+            lambda: delivery.get().status == Delivery.Status.CANCELLED,
+            timeout=20,
+            message=lambda: relay.log()[-2000:] + worker.log()[-2000:],
+        )
+        took = time.monotonic() - asked
+        # The worker goes on with other work.
+        jobs.count_run.enqueue("after")
+        wait_until(lambda: jobs.runs_of("after") == 1, timeout=30, message=lambda: worker.log()[-2000:])
+        time.sleep(2)
+
+    assert took >= 2, "the handler had its grace period first"
+    assert jobs.runs_of("stubborn:started") == 1 and jobs.runs_of("stubborn:finished") == 0
+    assert not Effect.objects.filter(key="stubborn").exists(), "its work rolled back with its process"
+    result.refresh()
+    assert result.status == TaskResultStatus.FAILED
     assert not DeadLetter.objects.exists(), "a cancel is not a failure"
 
 

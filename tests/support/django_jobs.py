@@ -133,3 +133,15 @@ def stops_when_cancelled(label: str) -> str:
             raise JobCancelled("an operator cancelled it")
         time.sleep(0.1)
     return "ran to the end"
+
+
+@task
+def ignores_cancel(label: str) -> str:
+    """Writes to the database, then works for up to 60 s without ever asking about a cancel."""
+    from tests.support.ledger.models import Effect  # noqa: PLC0415 (an app model, at run time)
+
+    _count(f"{label}:started")
+    Effect.objects.create(key=label)
+    time.sleep(60)
+    _count(f"{label}:finished")
+    return "ran to the end"

@@ -19,7 +19,9 @@ class Command(BaseCommand):
         parser.add_argument("--message-id", action="append", dest="message_ids", help="a message id (repeatable)")
         parser.add_argument("--handler", help="handler path")
         parser.add_argument("--batch", type=int, help="every member of this batch")
-        parser.add_argument("--status", choices=["delayed", "waiting", "pending", "running"], help="only those in this state")
+        parser.add_argument(
+            "--status", choices=["delayed", "waiting", "pending", "running"], help="only those in this state"
+        )
         parser.add_argument("--all", action="store_true", help="every match (required without --message-id)")
 
     def handle(self, *args, message_ids, handler, batch, status, all, **options):

@@ -8,6 +8,7 @@ from tasks.messaging.relay import Relay
 from tasks.monitoring.tracing import tracing_configure
 from tasks.reliability.delayed import deliveries_send_due
 from tasks.reliability.flow_limits import deliveries_release_allowed
+from tasks.reliability.hard_stop import deliveries_stop_overdue
 from tasks.reliability.replanning import deliveries_replan
 from tasks.reliability.sweeper import StaleDeliverySweeper, deliveries_resend_stale
 from tasks.scheduling.runs import scheduled_runs_send_unsent
@@ -16,6 +17,7 @@ from tasks.streams.appends import stream_relay_pass
 EXTRA_PASSES = [
     ("delayed", deliveries_send_due),
     ("waiting", deliveries_release_allowed),
+    ("hard stop", deliveries_stop_overdue),
     ("batches", batches_finish),
     ("streams", stream_relay_pass),
 ]
@@ -25,7 +27,8 @@ class Command(BaseCommand):
     help = (
         "Send outbox rows the committing process could not send, re-send deliveries the broker lost, plan again "
         "deliveries whose predicate failed, send Beat's recorded runs the broker refused, release delayed "
-        "deliveries when due and waiting ones when their rate or concurrency limit allows, finish batches "
+        "deliveries when due and waiting ones when their rate or concurrency limit allows, stop running "
+        "ones that ignored a cancel (CANCEL_HARD_STOP_AFTER), finish batches "
         "whose members all finished, and append committed events of streamed classes to their streams."
     )
 
