@@ -17,6 +17,9 @@ from tasks.reliability.delivery_state import (
     deliveries_cancel,
     deliveries_hold,
     deliveries_release_due,
+    deliveries_release_waiting,
+    deliveries_wait_again,
+    delivery_claim,
     delivery_finish,
     delivery_give_back,
     delivery_kill,
@@ -26,6 +29,7 @@ from tasks.reliability.delivery_state import (
     delivery_requeue,
     delivery_start,
     delivery_stop,
+    delivery_wait,
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -63,6 +67,10 @@ def run(transition: str, delivery: Delivery) -> bool:
         "release_due": lambda: deliveries_release_due(pks=[delivery.pk]) == 1,
         "hold": lambda: deliveries_hold(pks=[delivery.pk]) == 1,
         "stop": lambda: delivery_stop(**key),
+        "claim": lambda: delivery_claim(pk=delivery.pk, concurrency_key="k"),
+        "wait": lambda: delivery_wait(pk=delivery.pk, run_after=None, concurrency_key="k"),
+        "release_waiting": lambda: deliveries_release_waiting(pks=[delivery.pk]) == 1,
+        "wait_again": lambda: deliveries_wait_again(pks=[delivery.pk]) == 1,
         # A cancel of a running delivery only records a request (its handler may stop on it).
         "cancel": lambda: (
             deliveries_cancel(deliveries=Delivery.objects.filter(pk=delivery.pk)) == 1
