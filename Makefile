@@ -45,6 +45,7 @@ bench: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m benchmarks.tracing_overhead
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m benchmarks.django_tasks
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m benchmarks.flow_control
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m benchmarks.jobs_view
 
 # The long fault runs against PostgreSQL (issue 15): tests/e2e/test_beat_faults.py with its
 # two-Beat chaos test run for SOAK_SECONDS (default 10 minutes) instead of 2; then a summary.

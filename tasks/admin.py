@@ -2,6 +2,7 @@
 
 from django.contrib import admin
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
+from django_celery_results.models import TaskResult
 
 from tasks.batches.admin import BatchAdmin
 from tasks.django_tasks.admin import TaskRunAdmin
@@ -16,7 +17,7 @@ from tasks.models import (
     ScheduleChange,
     TaskRun,
 )
-from tasks.reliability.admin import DeadLetterAdmin, DeliveryAdmin, OutboxAdmin, QueuePauseAdmin
+from tasks.reliability.admin import DeadLetterAdmin, DeliveryAdmin, OutboxAdmin, QueuePauseAdmin, TaskResultAdmin
 from tasks.reliability.flow_limit_admin import FlowLimitAdmin, FlowLimitChangeAdmin
 from tasks.scheduling.admin import CrontabScheduleAdmin, PeriodicTaskAdmin, ScheduleChangeAdmin
 
@@ -29,8 +30,11 @@ admin.site.register(QueuePause, QueuePauseAdmin)
 admin.site.register(FlowLimit, FlowLimitAdmin)
 admin.site.register(FlowLimitChange, FlowLimitChangeAdmin)
 admin.site.register(ScheduleChange, ScheduleChangeAdmin)
-# django-celery-beat registered its own: replaced by the ones operators can run.
+# django-celery-beat and django-celery-results registered their own: replaced by the ones
+# operators can run (schedules) and that answer on a million rows (results).
 admin.site.unregister(PeriodicTask)
 admin.site.register(PeriodicTask, PeriodicTaskAdmin)
+admin.site.unregister(TaskResult)
+admin.site.register(TaskResult, TaskResultAdmin)
 admin.site.unregister(CrontabSchedule)
 admin.site.register(CrontabSchedule, CrontabScheduleAdmin)

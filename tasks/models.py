@@ -150,6 +150,13 @@ class Delivery(models.Model):
                 condition=models.Q(status__in=["waiting", "running"]),
                 name="delivery_flow_limit_idx",
             ),
+            # The jobs view (tasks/reliability/jobs_view.py): its filters, newest first, and a search
+            # by task id. PostgreSQL also gets a BRIN index on created_at and a full-text index of
+            # the payload's values (migration 0013).
+            models.Index(fields=["status", "-id"], name="delivery_status_idx"),
+            models.Index(fields=["handler", "-id"], name="delivery_handler_idx"),
+            models.Index(fields=["queue", "-id"], name="delivery_queue_idx"),
+            models.Index(fields=["task_id"], name="delivery_task_id_idx"),
             # A batch's progress: its members counted by status.
             models.Index(
                 fields=["batch", "status"], condition=models.Q(batch__isnull=False), name="delivery_batch_idx"

@@ -186,6 +186,15 @@ def async_subscription_resolve(message_type: type[Message], path: str) -> Subscr
     return async_subscription_find(get_message_broker().subscriptions(), message_type, path)
 
 
+def async_subscriptions_by_handler() -> dict[str, Subscription]:
+    """Each async handler's path and (its first) subscription in the running code, sorted by path."""
+    found: dict[str, Subscription] = {}
+    for subscription in get_message_broker().subscriptions():
+        if subscription.is_async:
+            found.setdefault(subscription.handler_path, subscription)
+    return dict(sorted(found.items()))
+
+
 def async_subscription_by_handler(path: str) -> Subscription | None:
     """The async subscription, of any message type, whose handler is ``path`` (its own path or
     one it replaces); None if the running code has none."""

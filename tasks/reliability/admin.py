@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import reverse
 from django.utils.html import format_html
+from django_celery_results.admin import TaskResultAdmin as StockTaskResultAdmin
 
 from tasks.admin_mixins import ReadOnlyAdminMixin, pretty_json
 from tasks.messaging.deliveries import DispatchError
@@ -22,9 +24,19 @@ from tasks.reliability.dead_letters import (
     Requeued,
     dead_letter_requeue,
     dead_letters_discard,
+    dead_letters_of,
     dead_letters_requeue_report,
 )
-from tasks.reliability.delivery_state import deliveries_cancel
+from tasks.reliability.delivery_state import deliveries_cancel, deliveries_due_now
+from tasks.reliability.jobs_view import (
+    CreatedFilter,
+    DoneFilter,
+    HandlerFilter,
+    QueueFilter,
+    TaskNameFilter,
+    TaskStateFilter,
+    deliveries_search,
+)
 
 
 class DeadLetterAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
@@ -151,6 +163,11 @@ class OutboxAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 class DeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """The jobs view: every event delivery and Django task run, found among millions by status,
+    handler, queue and time (``tasks.reliability.jobs_view``), or searched by id, message or task
+    id and the words of its arguments; the actions apply to the whole filtered selection ("select
+    all"), each in set-based statements."""
+
     list_display = (
         "id",
         "handler",
@@ -160,11 +177,15 @@ class DeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "run_after",
         "attempts",
         "send_count",
-        "sent_at",
+        "created_at",
     )
-    list_filter = ("status", "queue", "handler")
-    search_fields = ("=message_id", "handler", "message_type", "task_id")
-    actions = ("cancel_deliveries",)
+    list_filter = ("status", QueueFilter, HandlerFilter, CreatedFilter)
+    search_fields = ("message_id",)  # shows the search box; deliveries_search does the searching
+    search_help_text = "A delivery id, a message or task id, or words of the arguments."
+    ordering = ("-id",)
+    # The paginator counts the filtered rows; a second count of the whole table is not needed.
+    show_full_result_count = False
+    actions = ("cancel_deliveries", "requeue_dead_deliveries", "run_delayed_now")
     readonly_fields = (
         "message_id",
         "handler",
@@ -180,15 +201,22 @@ class DeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "attempts",
         "created_at",
         "completed_at",
+        "rate_key",
+        "concurrency_key",
         "payload_display",
     )
     fields = readonly_fields
 
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        # Rows are never edited; the permission is what the cancel action asks for.
+        # Rows are never edited; the permission is what the actions ask for.
         return request.user.has_perm("tasks.change_delivery")
 
-    @admin.action(description="Cancel selected deliveries (delayed or queued, not started)", permissions=["change"])
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str) -> tuple[QuerySet, bool]:
+        return deliveries_search(queryset, search_term), False
+
+    @admin.action(
+        description="Cancel selected deliveries (delayed, waiting or queued, not started)", permissions=["change"]
+    )
     def cancel_deliveries(self, request: HttpRequest, queryset) -> None:
         selected = queryset.count()
         cancelled = deliveries_cancel(deliveries=queryset)
@@ -197,9 +225,44 @@ class DeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             text += f" {selected - cancelled} left as they were: running, finished or cancelled already."
         self.message_user(request, text, messages.SUCCESS)
 
+    @admin.action(description="Requeue selected dead deliveries", permissions=["change"])
+    def requeue_dead_deliveries(self, request: HttpRequest, queryset) -> None:
+        counts = dead_letters_requeue_report(dead_letters=dead_letters_of(deliveries=queryset))
+        self.message_user(
+            request,
+            f"Requeued {counts[Requeued.SENT]} dead delivery(ies); {counts[Requeued.RESOLVED]} were done already. "
+            "Only dead ones are requeued.",
+            messages.SUCCESS,
+        )
+
+    @admin.action(description="Run selected delayed deliveries now", permissions=["change"])
+    def run_delayed_now(self, request: HttpRequest, queryset) -> None:
+        moved = deliveries_due_now(deliveries=queryset)
+        self.message_user(
+            request,
+            f"{moved} delayed delivery(ies) are due now: the relay sends them on its next pass.",
+            messages.SUCCESS,
+        )
+
     @admin.display(description="payload")
     def payload_display(self, obj: Delivery) -> str:
         return pretty_json(obj.payload)
+
+
+class TaskResultAdmin(StockTaskResultAdmin):
+    """Celery's task results, found among millions: status, task and finish-time filters that
+    read no distinct values from the table, and search by task id (its unique index). The
+    platform's deliveries are searched by their arguments in the Deliveries list."""
+
+    date_hierarchy = None  # its drill-down reads every distinct date of the table
+    list_filter = (TaskStateFilter, TaskNameFilter, DoneFilter)
+    search_fields = ("task_id",)
+    search_help_text = "A task id."
+    show_full_result_count = False
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str) -> tuple[QuerySet, bool]:
+        term = search_term.strip()
+        return (queryset.filter(task_id=term) if term else queryset), False
 
 
 class QueuePauseForm(forms.ModelForm):

@@ -16,7 +16,7 @@ from typing import Any
 
 from celery import current_app
 from django.db import transaction
-from django.db.models import F, QuerySet
+from django.db.models import Exists, F, OuterRef, QuerySet
 from django.utils import timezone
 
 from tasks.messaging.deliveries import DispatchError, deliveries_publish
@@ -174,6 +174,15 @@ def dead_letters_requeue_report(*, dead_letters: QuerySet[DeadLetter]) -> dict[R
     for pk in list(dead_letters.filter(status=DeadLetter.Status.DEAD).values_list("pk", flat=True)):
         counts[dead_letter_requeue(dead_letter=pk)] += 1
     return counts
+
+
+def dead_letters_of(*, deliveries: QuerySet[Delivery]) -> QuerySet[DeadLetter]:
+    """The dead letters (still dead) of the dead ones among ``deliveries``, matched by message id
+    and handler."""
+    dead = deliveries.filter(
+        status=Delivery.Status.DEAD, message_id=OuterRef("message_id"), handler=OuterRef("handler")
+    )
+    return DeadLetter.objects.filter(Exists(dead), status=DeadLetter.Status.DEAD)
 
 
 def dead_letters_requeue(*, dead_letters: QuerySet[DeadLetter]) -> int:

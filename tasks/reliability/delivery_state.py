@@ -249,6 +249,11 @@ def deliveries_wait_again(*, pks: list[int]) -> int:
     )
 
 
+def deliveries_due_now(*, deliveries: QuerySet[Delivery]) -> int:
+    """The delayed ones among ``deliveries`` are due now (the relay's next pass sends them); how many."""
+    return deliveries.filter(status=Status.DELAYED).update(run_after=timezone.now())
+
+
 def deliveries_cancel(*, deliveries: QuerySet[Delivery]) -> int:
     """delayed|waiting|pending -> cancelled for each of ``deliveries``, and a cancel request for each one
     running; how many were cancelled or asked to stop.

@@ -13,7 +13,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from tasks.admin_mixins import ReadOnlyAdminMixin
-from tasks.messaging.brokers import async_subscription_by_handler, get_message_broker
+from tasks.messaging.brokers import async_subscription_by_handler, async_subscriptions_by_handler
 from tasks.messaging.subscriptions import Subscription, rate_limit_parse
 from tasks.models import FlowLimit, FlowLimitChange
 from tasks.reliability.flow_limit_overrides import (
@@ -24,14 +24,6 @@ from tasks.reliability.flow_limit_overrides import (
 )
 
 HISTORY_ROWS_ON_PAGE = 20
-
-
-def _async_handlers() -> list[Subscription]:
-    seen: dict[str, Subscription] = {}
-    for subscription in get_message_broker().subscriptions():
-        if subscription.is_async:
-            seen.setdefault(subscription.handler_path, subscription)
-    return sorted(seen.values(), key=lambda s: s.handler_path)
 
 
 def _describe_code_limits(subscription: Subscription | None) -> str:
@@ -64,7 +56,10 @@ class FlowLimitForm(forms.ModelForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        choices = [(s.handler_path, f"{s.handler_path} (code: {_describe_code_limits(s)})") for s in _async_handlers()]
+        choices = [
+            (s.handler_path, f"{s.handler_path} (code: {_describe_code_limits(s)})")
+            for s in async_subscriptions_by_handler().values()
+        ]
         if self.instance.pk and self.instance.handler not in dict(choices):
             choices.append((self.instance.handler, f"{self.instance.handler} (not subscribed in this code)"))
         self.fields["handler"] = forms.ChoiceField(choices=choices, help_text="An async handler of this code.")
@@ -121,7 +116,7 @@ class FlowLimitAdmin(admin.ModelAdmin):
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):
         declared = [
             (s.handler_path, _describe_code_limits(s), _describe_in_force(s))
-            for s in _async_handlers()
+            for s in async_subscriptions_by_handler().values()
             if s.rate_limit or s.concurrency or FlowLimit.objects.filter(handler=s.handler_path).exists()
         ]
         return super().changelist_view(request, {**(extra_context or {}), "declared_limits": declared})

@@ -1,6 +1,5 @@
 """The admin's platform status page: access, content, and index-only reads of task results."""
 
-import json
 import re
 from datetime import timedelta
 
@@ -16,6 +15,7 @@ from tasks.django_tasks.message import TaskEnqueued
 from tasks.models import BeatHeartbeat, DeadLetter
 from tasks.monitoring import selectors
 from tasks.monitoring.status_views import admin_url, chart_bars
+from tests.support.query_plans import full_scans
 
 STATUS_URL = "admin:platform_status"
 
@@ -149,32 +149,9 @@ def test_chart_scales_bars_to_the_busiest_minute():
 TABLE = "django_celery_results_taskresult"
 
 
-def _postgres_full_scans(node: dict) -> list[str]:
-    """Nodes reading the table without an index condition (seq scans and full index scans)."""
-    found = []
-    if node.get("Relation Name") == TABLE:
-        children = node.get("Plans", [])
-        searched = "Index Cond" in node or any("Index Cond" in child for child in children)
-        if not searched:
-            found.append(node["Node Type"])
-    for child in node.get("Plans", []):
-        found += _postgres_full_scans(child)
-    return found
-
-
 def full_scans_of_task_results(sql: str) -> list[str]:
     """How the database would read the task results table for ``sql`` without searching an index."""
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            # On a small test table a sequential scan is cheapest; forbid it to see what indexes allow.
-            cursor.execute("SET LOCAL enable_seqscan = off")
-            cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}")
-            plan = cursor.fetchone()[0]
-            plan = json.loads(plan) if isinstance(plan, str) else plan
-            return _postgres_full_scans(plan[0]["Plan"])
-        cursor.execute(f"EXPLAIN QUERY PLAN {sql}")
-        # SQLite says SEARCH for an index lookup and SCAN for reading the whole table or index.
-        return [row[-1] for row in cursor.fetchall() if re.search(rf"\bSCAN {TABLE}\b", row[-1])]
+    return full_scans(sql, TABLE)
 
 
 @pytest.mark.django_db
