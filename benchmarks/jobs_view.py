@@ -64,8 +64,8 @@ def delivery_pages(sample_message_id: str, sample_task_id: str) -> dict[str, str
 
 RESULT_PAGES = {
     "results: list, newest first": "",
-    "results: status FAILURE": "?status=FAILURE",
-    "results: one task": "?task=bench.task_3",
+    "results: status FAILURE": "?status__exact=FAILURE",
+    "results: one task": "?task_name=bench.task_3",
     "results: finished last hour": "?done=1h",
     "results: finished over 7 days ago": "?done=older",
     "results: search task id": f"?q=bench-{ROWS // 2}",

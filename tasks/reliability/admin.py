@@ -33,6 +33,7 @@ from tasks.reliability.jobs_view import (
     DoneFilter,
     HandlerFilter,
     QueueFilter,
+    ScheduleFilter,
     TaskNameFilter,
     TaskStateFilter,
     deliveries_search,
@@ -255,7 +256,7 @@ class TaskResultAdmin(StockTaskResultAdmin):
     platform's deliveries are searched by their arguments in the Deliveries list."""
 
     date_hierarchy = None  # its drill-down reads every distinct date of the table
-    list_filter = (TaskStateFilter, TaskNameFilter, DoneFilter)
+    list_filter = (TaskStateFilter, TaskNameFilter, ScheduleFilter, DoneFilter)
     search_fields = ("task_id",)
     search_help_text = "A task id."
     show_full_result_count = False

@@ -21,6 +21,7 @@ from django.db.models import BooleanField, Q, QuerySet
 from django.db.models.expressions import RawSQL
 from django.http import HttpRequest
 from django.utils import timezone
+from django_celery_beat.models import PeriodicTask
 
 from tasks.messaging.brokers import async_subscriptions_by_handler
 from tasks.models import Delivery
@@ -36,6 +37,26 @@ WINDOWS = {
     "7d": ("Last 7 days", timedelta(days=7)),
 }
 OLDER = "older"
+# A filter lists this many schedules at most; any other is reached by its Runs link.
+SCHEDULES_LISTED = 50
+
+
+class ChoicesFromCode(admin.SimpleListFilter):
+    """A filter on the field its parameter names, whose choices come from the code, plus the value
+    asked for when the code does not list it (a link to an older handler or a deleted schedule):
+    Django drops a filter with no choices, and the list would silently show everything."""
+
+    def choices_from_code(self, request: HttpRequest) -> list[tuple[str, str]]:
+        raise NotImplementedError
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        choices = self.choices_from_code(request)
+        if self.value() and self.value() not in dict(choices):
+            choices.append((self.value(), self.value()))
+        return choices
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        return queryset.filter(**{self.parameter_name: self.value()}) if self.value() else queryset
 
 
 class QueueFilter(admin.SimpleListFilter):
@@ -51,19 +72,16 @@ class QueueFilter(admin.SimpleListFilter):
         return queryset.filter(queue=self.value()) if self.value() else queryset
 
 
-class HandlerFilter(admin.SimpleListFilter):
-    """The async handlers this code subscribes; a delivery under an older path is found by search."""
+class HandlerFilter(ChoicesFromCode):
+    """The async handlers this code subscribes."""
 
     title = "handler"
     parameter_name = "handler"
 
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+    def choices_from_code(self, request: HttpRequest) -> list[tuple[str, str]]:
         return [
             (path, f"{path.rsplit('.', 1)[-1]} ({path.rsplit('.', 1)[0]})") for path in async_subscriptions_by_handler()
         ]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        return queryset.filter(handler=self.value()) if self.value() else queryset
 
 
 class TimeWindowFilter(admin.SimpleListFilter):
@@ -99,10 +117,10 @@ class DoneFilter(TimeWindowFilter):
 
 
 class TaskStateFilter(admin.SimpleListFilter):
-    """Celery's task states, from Celery."""
+    """Celery's task states, from Celery (the parameter of the stock filter: links keep working)."""
 
     title = "status"
-    parameter_name = "status"
+    parameter_name = "status__exact"
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
         return [(state, state) for state in sorted(states.ALL_STATES)]
@@ -111,17 +129,25 @@ class TaskStateFilter(admin.SimpleListFilter):
         return queryset.filter(status=self.value()) if self.value() else queryset
 
 
-class TaskNameFilter(admin.SimpleListFilter):
+class TaskNameFilter(ChoicesFromCode):
     """The tasks this code registers with Celery (not Celery's own)."""
 
     title = "task"
-    parameter_name = "task"
+    parameter_name = "task_name"
 
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+    def choices_from_code(self, request: HttpRequest) -> list[tuple[str, str]]:
         return [(name, name) for name in sorted(current_app.tasks) if not name.startswith("celery.")]
 
-    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        return queryset.filter(task_name=self.value()) if self.value() else queryset
+
+class ScheduleFilter(ChoicesFromCode):
+    """The runs of one schedule (the schedule admin's Runs link), listed from the schedules."""
+
+    title = "schedule"
+    parameter_name = "periodic_task_name"
+
+    def choices_from_code(self, request: HttpRequest) -> list[tuple[str, str]]:
+        names = PeriodicTask.objects.order_by("name").values_list("name", flat=True)[:SCHEDULES_LISTED]
+        return [(name, name) for name in names]
 
 
 def deliveries_search(queryset: QuerySet[Delivery], term: str) -> QuerySet[Delivery]:
