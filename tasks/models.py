@@ -451,8 +451,9 @@ class DeliveryCancelRequest(models.Model):
 
 
 class FlowLimit(models.Model):
-    """An operator's override of the flow limits a handler declares in code (``subscribe_async(...,
-    rate_limit=, concurrency=)``): what workers apply instead, within ``FLOW_LIMITS_REFRESH`` seconds."""
+    """An operator's override of the flow limits and unique window a handler declares in code
+    (``subscribe_async(..., rate_limit=, concurrency=, unique_for=)``): what every process applies
+    instead, within ``FLOW_LIMITS_REFRESH`` seconds."""
 
     handler = models.CharField(max_length=255, unique=True)
     rate_limit = models.CharField(
@@ -462,6 +463,11 @@ class FlowLimit(models.Model):
     )
     concurrency = models.PositiveIntegerField(
         null=True, blank=True, help_text="At most this many running per key; 0 for no limit; blank: the code's."
+    )
+    unique_for = models.DurationField(
+        null=True,
+        blank=True,
+        help_text="A unique job's window (HH:MM:SS), for a handler that declares unique=; blank: the code's.",
     )
     reason = models.CharField(max_length=200, blank=True)
     changed_at = models.DateTimeField(auto_now=True)

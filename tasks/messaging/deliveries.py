@@ -26,6 +26,7 @@ from kombu.pools import ProducerPool
 
 from tasks.messages import Message
 from tasks.messaging.batch_context import current_batch_id
+from tasks.messaging.flow_limit_overrides import unique_window
 from tasks.messaging.subscriptions import Subscription
 from tasks.messaging.trace_context import trace_context_capture, trace_context_restored
 from tasks.messaging.unique_deliveries import deliveries_insert_unique, unique_key_and_due
@@ -105,7 +106,7 @@ def deliveries_build(
                 trace_context=trace_context or {},
                 batch_id=batch_id,
                 unique_key=key,
-                unique_until=now + subscription.unique_for if key and subscription.unique_for else None,
+                unique_until=now + unique_window(subscription) if key else None,
             )
         )
     return rows

@@ -11,6 +11,8 @@ unique_for=timedelta(minutes=5), debounce=False)``):
 - **debounce**: each request's delivery is delayed by ``unique_for``; a request arriving while
   one is delayed replaces it (its message, so the latest payload, and a new due time): it runs
   once, ``unique_for`` after the last request. Once released, a new request delays another.
+
+Operators change a handler's ``unique_for`` in the admin (``FlowLimit.unique_for``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from datetime import datetime
 from django.utils import timezone
 
 from tasks.messages import Message
+from tasks.messaging.flow_limit_overrides import unique_window
 from tasks.messaging.round_trips import insert_unless_conflicting
 from tasks.messaging.subscriptions import Subscription
 from tasks.models import DEBOUNCE_KEY_PREFIX, Delivery
@@ -39,7 +42,7 @@ def unique_key_and_due(
         raise ValueError(f"the unique key of {subscription.handler_path} for {message.message_name} is empty")
     if subscription.debounce:
         key = DEBOUNCE_KEY_PREFIX + key
-        debounced = now + subscription.unique_for
+        debounced = now + unique_window(subscription)
         run_after = max(run_after, debounced) if run_after else debounced
     if len(key) > KEY_MAX:
         raise ValueError(f"the unique key {key[:40]}... is longer than {KEY_MAX} characters")

@@ -20,6 +20,7 @@ class Migration(migrations.Migration):
                 ('handler', models.CharField(max_length=255, unique=True)),
                 ('rate_limit', models.CharField(blank=True, help_text='"10/second", "60/minute", "1000 per hour"; "none" for no limit; blank: the code\'s.', max_length=50)),
                 ('concurrency', models.PositiveIntegerField(blank=True, help_text="At most this many running per key; 0 for no limit; blank: the code's.", null=True)),
+                ('unique_for', models.DurationField(blank=True, help_text="A unique job's window (HH:MM:SS), for a handler that declares unique=; blank: the code's.", null=True)),
                 ('reason', models.CharField(blank=True, max_length=200)),
                 ('changed_at', models.DateTimeField(auto_now=True)),
             ],

@@ -1,5 +1,6 @@
-"""Admin for flow limits: the limits each handler declares in code, the operators' overrides of
-them (in force on every worker within ``FLOW_LIMITS_REFRESH`` seconds), and their history."""
+"""Admin for flow limits: the limits and unique window each handler declares in code, the
+operators' overrides of them (in force in every process within ``FLOW_LIMITS_REFRESH`` seconds),
+and their history."""
 
 from __future__ import annotations
 
@@ -14,14 +15,15 @@ from django.utils.html import format_html, format_html_join
 
 from tasks.admin_mixins import ReadOnlyAdminMixin
 from tasks.messaging.brokers import async_subscription_by_handler, async_subscriptions_by_handler
-from tasks.messaging.subscriptions import Subscription, rate_limit_parse
-from tasks.models import FlowLimit, FlowLimitChange
-from tasks.reliability.flow_limit_overrides import (
+from tasks.messaging.flow_limit_overrides import (
     NO_LIMIT,
     flow_limit_change_record,
     flow_limit_snapshot,
     flow_limits_in_force,
+    unique_window,
 )
+from tasks.messaging.subscriptions import Subscription, rate_limit_parse
+from tasks.models import FlowLimit, FlowLimitChange
 
 HISTORY_ROWS_ON_PAGE = 20
 
@@ -34,6 +36,8 @@ def _describe_code_limits(subscription: Subscription | None) -> str:
         parts.append(f"{subscription.rate_limit}{' per key' if subscription.rate_key else ''}")
     if subscription.concurrency:
         parts.append(f"{subscription.concurrency} at once{' per key' if subscription.concurrency_key else ''}")
+    if subscription.unique:
+        parts.append(f"{'debounced' if subscription.debounce else 'unique'} for {subscription.unique_for}")
     return ", ".join(parts) or "none"
 
 
@@ -46,13 +50,15 @@ def _describe_in_force(subscription: Subscription | None) -> str:
         parts.append(f"{limits.rate.amount} per {limits.rate.get_expiry()} s")
     if limits.concurrency:
         parts.append(f"{limits.concurrency} at once")
+    if subscription.unique:
+        parts.append(f"{'debounced' if subscription.debounce else 'unique'} for {unique_window(subscription)}")
     return ", ".join(parts) or "none"
 
 
 class FlowLimitForm(forms.ModelForm):
     class Meta:
         model = FlowLimit
-        fields = ("handler", "rate_limit", "concurrency", "reason")
+        fields = ("handler", "rate_limit", "concurrency", "unique_for", "reason")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -63,6 +69,15 @@ class FlowLimitForm(forms.ModelForm):
         if self.instance.pk and self.instance.handler not in dict(choices):
             choices.append((self.instance.handler, f"{self.instance.handler} (not subscribed in this code)"))
         self.fields["handler"] = forms.ChoiceField(choices=choices, help_text="An async handler of this code.")
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        subscription = async_subscription_by_handler(cleaned.get("handler") or "")
+        if cleaned.get("unique_for") is not None and subscription is not None and subscription.unique is None:
+            self.add_error("unique_for", "This handler declares no unique key (unique= in its subscribe_async).")
+        if cleaned.get("unique_for") is not None and cleaned["unique_for"].total_seconds() <= 0:
+            self.add_error("unique_for", "A unique window is longer than zero.")
+        return cleaned
 
     def clean_rate_limit(self) -> str:
         text = self.cleaned_data["rate_limit"].strip()
@@ -75,8 +90,9 @@ class FlowLimitForm(forms.ModelForm):
 
 
 class FlowLimitAdmin(admin.ModelAdmin):
-    """Overrides of the flow limits declared in code. Blank fields keep the code's value; "none"
-    (rate) or 0 (concurrency) lifts a limit. Each change is recorded in the history."""
+    """Overrides of the flow limits and unique windows declared in code. Blank fields keep the
+    code's value; "none" (rate) or 0 (concurrency) lifts a limit. Each change is recorded in the
+    history."""
 
     form = FlowLimitForm
     list_display = ("handler", "code_limits", "rate_limit", "concurrency", "in_force", "reason", "changed_at")
@@ -114,10 +130,11 @@ class FlowLimitAdmin(admin.ModelAdmin):
         return format_html("<table>{}</table>", rows) if changes else "—"
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):
+        overridden = set(FlowLimit.objects.values_list("handler", flat=True))
         declared = [
             (s.handler_path, _describe_code_limits(s), _describe_in_force(s))
             for s in async_subscriptions_by_handler().values()
-            if s.rate_limit or s.concurrency or FlowLimit.objects.filter(handler=s.handler_path).exists()
+            if s.rate_limit or s.concurrency or s.unique or s.handler_path in overridden
         ]
         return super().changelist_view(request, {**(extra_context or {}), "declared_limits": declared})
 

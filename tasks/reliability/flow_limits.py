@@ -40,6 +40,7 @@ from limits.strategies import MovingWindowRateLimiter
 from tasks.messages import Message
 from tasks.messaging.brokers import async_subscription_by_handler
 from tasks.messaging.deliveries import DispatchError, deliveries_publish_each
+from tasks.messaging.flow_limit_overrides import FlowLimits, flow_limits_in_force
 from tasks.messaging.subscriptions import Subscription
 from tasks.models import Delivery
 from tasks.reliability.delivery_state import (
@@ -48,7 +49,6 @@ from tasks.reliability.delivery_state import (
     delivery_claim,
     delivery_wait,
 )
-from tasks.reliability.flow_limit_overrides import FlowLimits, flow_limits_in_force
 
 logger = logging.getLogger(__name__)
 

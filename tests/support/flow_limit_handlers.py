@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
-from tasks.bus import Broker, get_message_broker
+from tasks.bus import Broker
 from tasks.messages import Message
 from tasks.queues import HIGH_PRIORITY
 from tests.support.ledger.models import Effect
+from tests.support.subscribed import subscribed_by
 
 RATE = 10
 CONCURRENCY = 2
@@ -78,16 +78,9 @@ def subscribe(broker: Broker) -> None:
     broker.subscribe_async(Pinged, ping, queue_name=HIGH_PRIORITY)
 
 
-@contextlib.contextmanager
-def subscribed() -> Iterator[None]:
+def subscribed() -> contextlib.AbstractContextManager:
     """The handlers subscribed on the default broker inside the block, as a test needs them."""
-    broker = get_message_broker()
-    saved = list(broker._subscriptions)
-    try:
-        subscribe(broker)
-        yield
-    finally:
-        broker._subscriptions[:] = saved
+    return subscribed_by(subscribe)
 
 
 def scan_intervals(author_id: int) -> list[tuple[float, float]]:

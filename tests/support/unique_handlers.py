@@ -6,16 +6,16 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 
 from django.db import connection, transaction
 
-from tasks.bus import Broker, get_message_broker
+from tasks.bus import Broker
 from tasks.messages import Message
 from tasks.transaction import register_event
 from tests.support.ledger.models import Effect
+from tests.support.subscribed import subscribed_by
 
 
 @dataclass(frozen=True)
@@ -58,16 +58,9 @@ def subscribe(broker: Broker) -> None:
     broker.subscribe_async(ProfileEdited, notify_followers, **OPTIONS[notify_followers])
 
 
-@contextlib.contextmanager
-def subscribed() -> Iterator[None]:
-    """Both handlers subscribed on the default broker inside the block, as a test needs them."""
-    broker = get_message_broker()
-    saved = list(broker._subscriptions)
-    try:
-        subscribe(broker)
-        yield
-    finally:
-        broker._subscriptions[:] = saved
+def subscribed() -> contextlib.AbstractContextManager:
+    """The handlers subscribed on the default broker inside the block, as a test needs them."""
+    return subscribed_by(subscribe)
 
 
 def request_reindex_concurrently(*, component_id: int, requests: int) -> None:

@@ -1,4 +1,5 @@
-"""Fixtures for schedule tests: Beat processes, and a worker that knows the test-only tasks."""
+"""Fixtures for the platform's tests: Beat processes, a worker that knows the test-only tasks, the
+flow-limited handlers."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from tasks.messaging.flow_limit_overrides import flow_limit_overrides_forget
+from tests.support.flow_limit_handlers import subscribed as flow_limited_subscribed
 from tests.support.processes import CeleryBeat, CeleryWorker, process_env
 
 
@@ -31,3 +34,12 @@ def schedule_worker(transactional_db, redis_client) -> Iterator[CeleryWorker]:
     worker.start()
     yield worker
     worker.stop()
+
+
+@pytest.fixture
+def flow_limited_handlers():
+    """The rate- and concurrency-limited test handlers subscribed, and no override remembered."""
+    flow_limit_overrides_forget()
+    with flow_limited_subscribed():
+        yield
+    flow_limit_overrides_forget()

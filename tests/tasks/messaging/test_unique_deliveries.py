@@ -9,9 +9,10 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from tasks.bus import get_message_broker
+from tasks.messaging.flow_limit_overrides import flow_limit_overrides_forget
 from tasks.messaging.publisher import publisher_flush
 from tasks.messaging.subscriptions import SubscriptionError
-from tasks.models import Delivery
+from tasks.models import Delivery, FlowLimit
 from tasks.transaction import register_event
 from tests.support.queues import purge_platform_queues, queued_messages
 from tests.support.unique_handlers import (
@@ -94,3 +95,14 @@ def test_a_unique_declaration_needs_its_key_function():
         broker.subscribe_async(ReindexRequested, reindex, unique_for=timedelta(seconds=1))
     with pytest.raises(SubscriptionError, match="needs unique_for"):
         broker.subscribe_async(ReindexRequested, reindex, unique=lambda e: "k", debounce=True)
+
+
+def test_an_operators_override_of_the_window_applies_to_the_next_request():
+    FlowLimit.objects.create(handler=REINDEX_HANDLER, unique_for=timedelta(seconds=30))
+    flow_limit_overrides_forget()
+    try:
+        register_event(ReindexRequested(component_id=9))
+    finally:
+        flow_limit_overrides_forget()
+    held_for = Delivery.objects.get(handler=REINDEX_HANDLER).unique_until - timezone.now()
+    assert timedelta(seconds=20) < held_for <= timedelta(seconds=30), "the override's 30 s, not the code's 5 min"

@@ -7,19 +7,16 @@ import pytest
 from django.urls import reverse
 
 from tasks.messaging.brokers import async_subscription_by_handler
+from tasks.messaging.flow_limit_overrides import flow_limits_in_force
 from tasks.models import FlowLimit, FlowLimitChange
-from tasks.reliability.flow_limit_overrides import flow_limit_overrides_forget, flow_limits_in_force
-from tests.support.flow_limit_handlers import SCAN_HANDLER, subscribed
+from tests.support.flow_limit_handlers import SCAN_HANDLER
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
-def limited():
-    flow_limit_overrides_forget()
-    with subscribed():
-        yield
-    flow_limit_overrides_forget()
+def limited(flow_limited_handlers):
+    return
 
 
 ADD = reverse("admin:tasks_flowlimit_add")
@@ -30,6 +27,13 @@ def test_an_unreadable_rate_is_a_form_error_and_nothing_is_saved(admin_client_lo
     assert response.status_code == 200
     assert "is not a rate" in response.content.decode()
     assert not FlowLimit.objects.exists() and not FlowLimitChange.objects.exists()
+
+
+def test_a_unique_window_for_a_handler_without_a_unique_key_is_a_form_error(admin_client_logged_in):
+    response = admin_client_logged_in.post(ADD, {"handler": SCAN_HANDLER, "unique_for": "00:05:00"})
+    assert response.status_code == 200
+    assert "declares no unique key" in response.content.decode()
+    assert not FlowLimit.objects.exists()
 
 
 def test_a_handler_this_code_does_not_subscribe_is_refused(admin_client_logged_in):

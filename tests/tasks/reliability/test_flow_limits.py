@@ -11,9 +11,9 @@ from django.utils import timezone
 
 from tasks.messaging.brokers import async_subscription_by_handler
 from tasks.messaging.deliveries import DispatchError
+from tasks.messaging.flow_limit_overrides import flow_limit_overrides_forget
 from tasks.models import Delivery, FlowLimit
 from tasks.reliability.delivery_state import deliveries_cancel
-from tasks.reliability.flow_limit_overrides import flow_limit_overrides_forget
 from tasks.reliability.flow_limits import deliveries_release_allowed, delivery_admit
 from tasks.transaction import register_event
 from tests.support.broker import broker_down
@@ -26,7 +26,6 @@ from tests.support.flow_limit_handlers import (
     PartnerNotified,
     Pinged,
     ScanRequested,
-    subscribed,
 )
 from tests.support.queues import purge_platform_queues, queued_messages
 
@@ -35,12 +34,8 @@ Status = Delivery.Status
 
 
 @pytest.fixture(autouse=True)
-def limited(redis_client):
+def limited(redis_client, flow_limited_handlers):
     purge_platform_queues()
-    flow_limit_overrides_forget()
-    with subscribed():
-        yield
-    flow_limit_overrides_forget()
 
 
 def recorded(event, handler: str) -> Delivery:

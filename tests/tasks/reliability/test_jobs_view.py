@@ -16,7 +16,7 @@ from django_celery_results.models import TaskResult
 
 from tasks.models import DeadLetter, Delivery
 from tasks.reliability.jobs_view import deliveries_search
-from tests.support.flow_limit_handlers import NOTIFY_HANDLER, SCAN_HANDLER, subscribed
+from tests.support.flow_limit_handlers import NOTIFY_HANDLER, SCAN_HANDLER
 from tests.support.query_plans import full_scans
 from tests.support.queues import purge_platform_queues
 
@@ -27,9 +27,8 @@ TABLE = Delivery._meta.db_table
 
 
 @pytest.fixture(autouse=True)
-def handlers():
-    with subscribed():
-        yield
+def handlers(flow_limited_handlers):
+    return
 
 
 def delivery(*, handler: str = NOTIFY_HANDLER, status: str = Status.DONE, queue: str = "default", **data) -> Delivery:

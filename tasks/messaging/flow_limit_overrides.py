@@ -1,8 +1,8 @@
-"""Flow limits in force: the code's defaults (``subscribe_async(..., rate_limit=, concurrency=)``)
-with the operators' overrides (``FlowLimit`` rows, edited in the admin) on top, and the history
-of every override change.
+"""Flow limits and unique windows in force: the code's defaults (``subscribe_async(...,
+rate_limit=, concurrency=, unique_for=)``) with the operators' overrides (``FlowLimit`` rows,
+edited in the admin) on top, and the history of every override change.
 
-Workers read the overrides at most every ``FLOW_LIMITS_REFRESH`` seconds (one query per process,
+Processes read the overrides at most every ``FLOW_LIMITS_REFRESH`` seconds (one query per process,
 not one per job), so a change in the admin is in force on every worker within that.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -23,7 +24,7 @@ from tasks.models import FlowLimit, FlowLimitChange
 logger = logging.getLogger(__name__)
 
 NO_LIMIT = "none"
-OVERRIDE_FIELDS = ("rate_limit", "concurrency", "reason")
+OVERRIDE_FIELDS = ("rate_limit", "concurrency", "unique_for", "reason")
 
 # When the overrides were read (monotonic) and what they were: one entry, replaced on refresh.
 _loaded: dict[str, tuple[float, dict[str, FlowLimit]]] = {}
@@ -82,9 +83,25 @@ def flow_limits_in_force(subscription: Subscription) -> FlowLimits:
     return FlowLimits(rate=rate, concurrency=concurrency)
 
 
+def unique_window(subscription: Subscription) -> timedelta | None:
+    """How long a unique delivery of ``subscription`` holds its key (or debounces): the admin's
+    override where one is set, else the code's ``unique_for``; None for a subscription with no key."""
+    if subscription.unique is None:
+        return None
+    override = flow_limit_overrides().get(subscription.handler_path)
+    if override is not None and override.unique_for:
+        return override.unique_for
+    return subscription.unique_for
+
+
 def flow_limit_snapshot(row: FlowLimit | None) -> dict[str, Any]:
-    """The operator-set fields of an override, for the history; empty for none."""
-    return {} if row is None else {name: getattr(row, name) for name in OVERRIDE_FIELDS}
+    """The operator-set fields of an override as JSON values, for the history; empty for none."""
+    if row is None:
+        return {}
+    return {
+        name: str(value) if isinstance(value, timedelta) else value
+        for name, value in ((name, getattr(row, name)) for name in OVERRIDE_FIELDS)
+    }
 
 
 def flow_limit_change_record(

@@ -1,28 +1,30 @@
-"""Flow limits in force: the code's, with the operators' overrides on top, read at most every
-``FLOW_LIMITS_REFRESH`` seconds; and the history record of a change."""
+"""Flow limits and unique windows in force: the code's, with the operators' overrides on top, read
+at most every ``FLOW_LIMITS_REFRESH`` seconds; and the history record of a change."""
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 import pytest
 
 from tasks.messaging.brokers import async_subscription_by_handler
-from tasks.models import FlowLimit, FlowLimitChange
-from tasks.reliability.flow_limit_overrides import (
+from tasks.messaging.flow_limit_overrides import (
     flow_limit_change_record,
     flow_limit_overrides_forget,
     flow_limits_in_force,
+    unique_window,
 )
-from tests.support.flow_limit_handlers import NOTIFY_HANDLER, PING_HANDLER, SCAN_HANDLER, subscribed
+from tasks.models import FlowLimit, FlowLimitChange
+from tests.support.flow_limit_handlers import NOTIFY_HANDLER, PING_HANDLER, SCAN_HANDLER
+from tests.support.unique_handlers import REINDEX_HANDLER
+from tests.support.unique_handlers import subscribed as unique_subscribed
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
-def limited():
-    flow_limit_overrides_forget()
-    with subscribed():
-        yield
-    flow_limit_overrides_forget()
+def limited(flow_limited_handlers):
+    return
 
 
 def in_force(handler: str):
@@ -66,7 +68,15 @@ def test_overrides_are_read_again_only_after_the_refresh_interval(settings, djan
     assert in_force(NOTIFY_HANDLER).rate.amount == 1
 
 
+def test_a_unique_window_override_applies_only_to_a_handler_with_a_unique_key():
+    with unique_subscribed():
+        override(handler=REINDEX_HANDLER, unique_for=timedelta(seconds=30))
+        override(handler=NOTIFY_HANDLER, unique_for=timedelta(seconds=30))
+        assert unique_window(async_subscription_by_handler(REINDEX_HANDLER)) == timedelta(seconds=30)
+        assert unique_window(async_subscription_by_handler(NOTIFY_HANDLER)) is None
+
+
 def test_a_change_that_changes_nothing_is_not_recorded():
-    same = {"rate_limit": "1/second", "concurrency": None, "reason": ""}
+    same = {"rate_limit": "1/second", "concurrency": None, "unique_for": None, "reason": ""}
     assert flow_limit_change_record(handler=NOTIFY_HANDLER, old=same, new=dict(same)) is None
     assert not FlowLimitChange.objects.exists()
