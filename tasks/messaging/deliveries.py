@@ -13,7 +13,7 @@ import contextlib
 import logging
 import os
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 
 from celery import current_app
@@ -207,6 +207,20 @@ def deliveries_publish_each(rows: Iterable[Delivery]) -> list[tuple[Delivery, Ex
             logger.warning("delivery %s cannot be sent: %r", row.pk, exc)
             failed.append((row, exc))
     return failed
+
+
+def deliveries_publish_released(rows: list[Delivery], *, give_back: Callable[[list[int]], int]) -> None:
+    """Publish rows a relay pass has just released (committed as pending). When the broker is
+    unavailable they are given back (``give_back(pks)``: waiting or delayed again) and
+    DispatchError raised; a row the broker refuses for itself keeps the error, pending, and the
+    sweeper sends it again, counting its failures, as for any delivery."""
+    try:
+        refused = deliveries_publish_each(rows)
+    except DispatchError:
+        give_back([row.pk for row in rows])
+        raise
+    for row, exc in refused:
+        Delivery.objects.filter(pk=row.pk).update(last_error=f"send failed: {type(exc).__name__}: {exc}"[:2000])
 
 
 def broker_unavailable(exc: BaseException | None) -> bool:

@@ -20,7 +20,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from tasks.messaging.deliveries import DispatchError, deliveries_publish_each
+from tasks.messaging.deliveries import deliveries_publish_released
 from tasks.models import Delivery
 from tasks.reliability.delivery_state import deliveries_hold, deliveries_release_due
 
@@ -44,13 +44,6 @@ def deliveries_send_due(*, limit: int | None = None) -> int:
         if not rows:
             return 0
         deliveries_release_due(pks=[row.pk for row in rows])
-    try:
-        refused = deliveries_publish_each(rows)
-    except DispatchError:
-        deliveries_hold(pks=[row.pk for row in rows])
-        raise
-    for row, exc in refused:
-        # Released, so the sweeper sends it again, counting its failures (as for any delivery).
-        Delivery.objects.filter(pk=row.pk).update(last_error=f"send failed: {type(exc).__name__}: {exc}"[:2000])
+    deliveries_publish_released(rows, give_back=lambda pks: deliveries_hold(pks=pks))
     logger.info("released %d delayed deliveries", len(rows))
     return len(rows)

@@ -39,7 +39,7 @@ from limits.strategies import MovingWindowRateLimiter
 
 from tasks.messages import Message
 from tasks.messaging.brokers import async_subscription_by_handler
-from tasks.messaging.deliveries import DispatchError, deliveries_publish_each
+from tasks.messaging.deliveries import deliveries_publish_released
 from tasks.messaging.flow_limit_overrides import FlowLimits, flow_limits_in_force
 from tasks.messaging.subscriptions import Subscription
 from tasks.models import Delivery
@@ -188,13 +188,6 @@ def deliveries_release_allowed(*, groups: int = 200) -> int:
         deliveries_release_waiting(pks=[row.pk for row in released])
     if not released:
         return 0
-    try:
-        refused = deliveries_publish_each(released)
-    except DispatchError:
-        deliveries_wait_again(pks=[row.pk for row in released])
-        raise
-    for row, exc in refused:
-        # Released, so the sweeper sends it again, counting its failures (as for any delivery).
-        Delivery.objects.filter(pk=row.pk).update(last_error=f"send failed: {type(exc).__name__}: {exc}"[:2000])
+    deliveries_publish_released(released, give_back=lambda pks: deliveries_wait_again(pks=pks))
     logger.info("released %d waiting deliveries", len(released))
     return len(released)
