@@ -43,7 +43,7 @@ from tasks.reliability.delivery_state import (
     delivery_stop,
     retry_time,
 )
-from tasks.reliability.flow_limits import delivery_admit
+from tasks.reliability.flow_limits import delivery_admit, delivery_slot_free
 from tasks.reliability.log_context import log_context
 from tasks.reliability.platform_task import PermanentError, PlatformTask, PoisonMessage
 from tasks.reliability.task_results import task_result_success_sql
@@ -150,6 +150,8 @@ def delivery_run(
             # A clean failure is a finish too; keep the sweeper off it while a retry waits.
             delivery_release(**key, retry_at=retry_time(settings.TASKS_RETRY_BACKOFF_MAX))
             raise
+        finally:
+            delivery_slot_free(message=message, subscription=subscription, handler=handler)
     return DONE
 
 

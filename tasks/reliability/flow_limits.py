@@ -145,9 +145,25 @@ def _rate_wait_until(limits: FlowLimits, *, handler: str, key: str) -> datetime 
     return datetime.fromtimestamp(reset, tz=UTC)
 
 
-def deliveries_release_allowed(*, groups: int = 200) -> int:
+def delivery_slot_free(*, message: Message, subscription: Subscription, handler: str) -> None:
+    """After a concurrency-limited delivery ran (done, failed or stopped), release the next
+    waiting one of its key at once, instead of leaving the slot empty until the relay's next
+    pass. Never raises: the relay's pass does the same if this fails."""
+    if not flow_limits_in_force(subscription).concurrency:
+        return
+    try:
+        key = _key(subscription.concurrency_key, message, "concurrency key")
+        deliveries_release_allowed(handler=handler, concurrency_key=key)
+    except Exception:
+        logger.warning("could not release the next waiting delivery of its key; the relay will", exc_info=True)
+
+
+def deliveries_release_allowed(
+    *, groups: int = 200, handler: str | None = None, concurrency_key: str | None = None
+) -> int:
     """The relay's ``waiting`` pass: release waiting deliveries their limits now allow, oldest
-    first per handler and key, and publish them; return how many were released.
+    first per handler and key, and publish them; return how many were released. ``handler`` and
+    ``concurrency_key`` narrow it to one key's waiting deliveries.
 
     Per key, a concurrency limit releases as many as it has free slots (running and released-
     not-started ones count as taken); a rate limit releases one period's worth of due rows and
@@ -157,22 +173,24 @@ def deliveries_release_allowed(*, groups: int = 200) -> int:
     now = timezone.now()
     due = Q(run_after__isnull=True) | Q(run_after__lte=now)
     waiting = Delivery.objects.filter(due, status=Status.WAITING)
+    if handler is not None:
+        waiting = waiting.filter(handler=handler, concurrency_key=concurrency_key)
     released: list[Delivery] = []
     taken: dict[tuple[str, str], int] = defaultdict(int)
     with transaction.atomic():
-        for handler, concurrency_key, rate_key in (
+        for path, ckey, rate_key in (
             waiting.order_by().values_list("handler", "concurrency_key", "rate_key").distinct()[:groups]
         ):
-            subscription = async_subscription_by_handler(handler)
+            subscription = async_subscription_by_handler(path)
             limits = flow_limits_in_force(subscription) if subscription else FlowLimits()
-            group = waiting.filter(handler=handler, concurrency_key=concurrency_key, rate_key=rate_key)
+            group = waiting.filter(handler=path, concurrency_key=ckey, rate_key=rate_key)
             quota = None
             if limits.concurrency:
-                if (handler, concurrency_key) not in taken:
-                    taken[handler, concurrency_key] = Delivery.objects.filter(
-                        handler=handler, concurrency_key=concurrency_key, status__in=(Status.RUNNING, Status.PENDING)
+                if (path, ckey) not in taken:
+                    taken[path, ckey] = Delivery.objects.filter(
+                        handler=path, concurrency_key=ckey, status__in=(Status.RUNNING, Status.PENDING)
                     ).count()
-                quota = max(0, limits.concurrency - taken[handler, concurrency_key])
+                quota = max(0, limits.concurrency - taken[path, ckey])
             if limits.rate:
                 quota = limits.rate.amount if quota is None else min(quota, limits.rate.amount)
             oldest = group.order_by("pk")
@@ -180,7 +198,7 @@ def deliveries_release_allowed(*, groups: int = 200) -> int:
                 oldest = oldest.select_for_update(skip_locked=True)  # another relay's rows
             rows = list(oldest[:quota] if quota is not None else oldest)
             if limits.concurrency:
-                taken[handler, concurrency_key] += len(rows)
+                taken[path, ckey] += len(rows)
             if limits.rate:
                 later = now + timedelta(seconds=limits.rate.get_expiry())
                 group.filter(run_after__isnull=False).exclude(pk__in=[r.pk for r in rows]).update(run_after=later)

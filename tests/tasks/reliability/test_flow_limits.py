@@ -14,7 +14,7 @@ from tasks.messaging.deliveries import DispatchError
 from tasks.messaging.flow_limit_overrides import flow_limit_overrides_forget
 from tasks.models import Delivery, FlowLimit
 from tasks.reliability.delivery_state import deliveries_cancel
-from tasks.reliability.flow_limits import deliveries_release_allowed, delivery_admit
+from tasks.reliability.flow_limits import deliveries_release_allowed, delivery_admit, delivery_slot_free
 from tasks.transaction import register_event
 from tests.support.broker import broker_down
 from tests.support.flow_limit_handlers import (
@@ -102,6 +102,20 @@ def test_the_waiting_pass_releases_a_keys_waiting_jobs_oldest_first_as_slots_fre
     assert status(fourth, SCAN_HANDLER).status == Status.WAITING
     assert queued_ids(redis_client) == {status(third, SCAN_HANDLER).task_id}
     assert deliveries_release_allowed() == 0, "released and not started yet: its slot is taken"
+
+
+def test_a_finished_job_hands_its_slot_to_the_next_waiting_one_of_its_key_at_once(redis_client):
+    first, second, third, fourth = scans(1, 4)
+    for event in (first, second, third, fourth):
+        admit(event, SCAN_HANDLER)
+    purge_platform_queues()
+    Delivery.objects.filter(pk=status(first, SCAN_HANDLER).pk).update(status=Status.DONE)
+
+    delivery_slot_free(message=first, subscription=async_subscription_by_handler(SCAN_HANDLER), handler=SCAN_HANDLER)
+
+    assert status(third, SCAN_HANDLER).status == Status.PENDING, "released without waiting for the relay"
+    assert status(fourth, SCAN_HANDLER).status == Status.WAITING
+    assert queued_ids(redis_client) == {status(third, SCAN_HANDLER).task_id}
 
 
 def test_a_rate_limit_makes_the_job_past_it_wait_until_its_window_has_room():
