@@ -31,6 +31,7 @@ def _database_facts() -> dict:
     return {
         "outbox": selectors.outbox_backlog(),
         "dead_letters": selectors.dead_letter_count(),
+        "waiting": selectors.waiting_by_handler(),
         "beat": beat_status(),
         "schedules": schedules_punctuality(),
     }
@@ -94,6 +95,14 @@ class PlatformCollector(Collector):
             yield GaugeMetricFamily(
                 "platform_dead_letters", "Dead letters waiting for an operator.", value=facts["dead_letters"]
             )
+            waiting = GaugeMetricFamily(
+                "platform_deliveries_waiting",
+                "Deliveries waiting in the database for their rate or concurrency limit.",
+                labels=["handler"],
+            )
+            for handler, count in sorted(facts["waiting"].items()):
+                waiting.add_metric([handler], count)
+            yield waiting
             beat = facts["beat"]
             if beat is not None and beat.age_seconds is not None:
                 yield GaugeMetricFamily(

@@ -16,7 +16,7 @@ from django_celery_beat.models import PeriodicTask
 from django_celery_results.models import TaskResult
 
 from tasks.messages import Message
-from tasks.models import DeadLetter, Outbox
+from tasks.models import DeadLetter, Delivery, Outbox
 from tasks.scheduling.next_run import NextRunUnknown, periodic_task_next_run
 from tasks.scheduling.punctuality import Punctuality, schedules_punctuality
 
@@ -42,6 +42,12 @@ def outbox_backlog(*, now: datetime | None = None) -> OutboxBacklog:
 def dead_letter_count() -> int:
     """Dead letters still waiting for an operator (status ``dead``)."""
     return DeadLetter.objects.filter(status=DeadLetter.Status.DEAD).count()
+
+
+def waiting_by_handler() -> dict[str, int]:
+    """Deliveries waiting for their rate or concurrency limit, by handler (an index's rows only)."""
+    rows = Delivery.objects.filter(status=Delivery.Status.WAITING).values_list("handler").annotate(n=Count("pk"))
+    return dict(rows.order_by())
 
 
 def newest_dead_letters(limit: int = 10) -> list[DeadLetter]:

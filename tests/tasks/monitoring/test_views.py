@@ -9,7 +9,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
-from tasks.models import BeatHeartbeat, DeadLetter, Outbox
+from tasks.models import BeatHeartbeat, DeadLetter, Delivery, Outbox
 from tasks.monitoring import health
 from tests.support.monitoring import samples
 from tests.support.processes import free_port
@@ -79,12 +79,17 @@ def test_metrics_report_queues_outbox_dead_letters_and_beat_when_read_with_the_t
     PeriodicTask.objects.filter(pk=schedule.pk).update(date_changed=now - timedelta(minutes=10))
     for _ in range(3):
         current_app.send_task("tasks.ping", queue="low")
+    for status in ("waiting", "waiting", "done"):
+        Delivery.objects.create(
+            message_id=uuid.uuid4(), handler="app.notify", message_type="t", payload={}, queue="low", status=status
+        )
 
     response = client.get(reverse("tasks:metrics"), headers={"Authorization": f"Bearer {TOKEN}"})
 
     assert response.status_code == 200
     found = samples(response.content.decode())
     assert found[("platform_dead_letters", ())] == 2
+    assert found[("platform_deliveries_waiting", (("handler", "app.notify"),))] == 2
     assert found[("platform_outbox_unsent_messages", ())] == 1
     assert found[("platform_outbox_oldest_unsent_age_seconds", ())] >= 120
     assert found[("platform_beat_heartbeat_age_seconds", ())] >= 30
