@@ -28,31 +28,29 @@ from tasks.models import FlowLimit, FlowLimitChange
 HISTORY_ROWS_ON_PAGE = 20
 
 
+def _describe(subscription: Subscription, rate: str, concurrency: int | None, unique_for: object) -> str:
+    parts = []
+    if rate:
+        parts.append(f"{rate}{' per key' if subscription.rate_key else ''}")
+    if concurrency:
+        parts.append(f"{concurrency} at once{' per key' if subscription.concurrency_key else ''}")
+    if subscription.unique:
+        parts.append(f"{'debounced' if subscription.debounce else 'unique'} for {unique_for}")
+    return ", ".join(parts) or "none"
+
+
 def _describe_code_limits(subscription: Subscription | None) -> str:
     if subscription is None:
         return "not subscribed in this code"
-    parts = []
-    if subscription.rate_limit:
-        parts.append(f"{subscription.rate_limit}{' per key' if subscription.rate_key else ''}")
-    if subscription.concurrency:
-        parts.append(f"{subscription.concurrency} at once{' per key' if subscription.concurrency_key else ''}")
-    if subscription.unique:
-        parts.append(f"{'debounced' if subscription.debounce else 'unique'} for {subscription.unique_for}")
-    return ", ".join(parts) or "none"
+    return _describe(subscription, subscription.rate_limit or "", subscription.concurrency, subscription.unique_for)
 
 
 def _describe_in_force(subscription: Subscription | None) -> str:
     if subscription is None:
         return "—"
     limits = flow_limits_in_force(subscription)
-    parts = []
-    if limits.rate:
-        parts.append(f"{limits.rate.amount} per {limits.rate.get_expiry()} s")
-    if limits.concurrency:
-        parts.append(f"{limits.concurrency} at once")
-    if subscription.unique:
-        parts.append(f"{'debounced' if subscription.debounce else 'unique'} for {unique_window(subscription)}")
-    return ", ".join(parts) or "none"
+    rate = f"{limits.rate.amount} per {limits.rate.get_expiry()} s" if limits.rate else ""
+    return _describe(subscription, rate, limits.concurrency, unique_window(subscription))
 
 
 class FlowLimitForm(forms.ModelForm):

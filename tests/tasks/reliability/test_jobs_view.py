@@ -44,6 +44,13 @@ def delivery(*, handler: str = NOTIFY_HANDLER, status: str = Status.DONE, queue:
     )
 
 
+def page_rows(client, url: str) -> list:
+    """The rows an admin list page shows."""
+    response = client.get(url)
+    assert response.status_code == 200
+    return list(response.context["cl"].result_list)
+
+
 def found(term: str) -> set[int]:
     return set(deliveries_search(Delivery.objects.all(), term).values_list("pk", flat=True))
 
@@ -67,9 +74,7 @@ def test_the_filters_narrow_by_queue_handler_and_time(admin_client_logged_in):
     Delivery.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=30))
 
     def listed(query: str) -> set[int]:
-        response = admin_client_logged_in.get(f"{LIST}?{query}")
-        assert response.status_code == 200
-        return {row.pk for row in response.context["cl"].result_list}
+        return {row.pk for row in page_rows(admin_client_logged_in, f"{LIST}?{query}")}
 
     assert listed("queue=low") == {low.pk}
     assert listed(f"handler={SCAN_HANDLER}") == {scan.pk}
@@ -155,9 +160,7 @@ def test_task_results_filter_by_task_and_finish_time_and_search_by_task_id(admin
     TaskResult.objects.filter(pk=old.pk).update(date_done=timezone.now() - timedelta(days=30))
 
     def listed(query: str) -> set[str]:
-        response = admin_client_logged_in.get(f"{RESULTS}?{query}")
-        assert response.status_code == 200
-        return {row.task_id for row in response.context["cl"].result_list}
+        return {row.task_id for row in page_rows(admin_client_logged_in, f"{RESULTS}?{query}")}
 
     assert listed("task_name=tasks.deliver") == {recent.task_id}
     assert listed("done=24h") == {recent.task_id}
