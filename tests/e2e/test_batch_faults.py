@@ -27,12 +27,6 @@ from tests.support.waiting import wait_until
 pytestmark = [pytest.mark.slow, pytest.mark.broker, pytest.mark.django_db(transaction=True)]
 
 MEMBERS = int(os.environ.get("BATCH_FAULT_MEMBERS", "10000"))
-SHORT_TIMEOUTS = {
-    "CELERY_VISIBILITY_TIMEOUT": "8",
-    "CELERY_TASK_TIME_LIMIT": "3",
-    "CELERY_TASK_SOFT_TIME_LIMIT": "2",
-    "DATABASE_LOCK_TIMEOUT": "1",
-}
 
 
 def test_a_batch_survives_a_worker_killed_twice_and_calls_back_once_with_exact_counts(redis_client):
