@@ -154,7 +154,11 @@ def test_get_message_broker_is_a_memory_broker_by_default():
     assert get_message_broker() is broker
 
 
-@pytest.mark.parametrize("broker", [MemoryBroker(), NullBroker(), TestBroker(copy_subscriptions=False)], ids=repr)
+@pytest.mark.parametrize(
+    "broker",
+    [MemoryBroker(), NullBroker(), TestBroker(copy_subscriptions=False)],
+    ids=lambda broker: type(broker).__name__,  # the same in every xdist process, unlike repr's address
+)
 def test_every_broker_satisfies_the_broker_protocol(broker):
     assert isinstance(broker, Broker)
 

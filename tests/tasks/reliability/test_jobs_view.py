@@ -94,7 +94,7 @@ def test_the_filters_narrow_by_queue_handler_and_time(admin_client_logged_in):
         "created=1h",
         "created=older",
         "q=12345",
-        f"q={uuid.uuid4()}",
+        "q=6d1f5e8a-3c2b-4f7e-9a10-1b2c3d4e5f60",  # an id: the search by message or task id
         "q=widget",
         f"status__exact=waiting&handler={SCAN_HANDLER}&created=24h",
     ],
