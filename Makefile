@@ -18,18 +18,24 @@ $(STAMP): $(BIN)/python requirements.txt requirements-dev.txt
 run: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bin/run.py
 
-# Browser tests run in a pytest process of their own: their live server is session-wide. Their
-# browser is installed (or the command to install it printed) before any test runs.
+# Most of the suite runs in TEST_WORKERS processes (pytest-xdist: tests/environment.py gives each
+# its own Redis database, VAR_DIR and test database); the tests that assert a bound in time
+# (marked serial) run alone after them. Browser tests run in a pytest process of their own: their
+# live server is session-wide. Their browser is installed (or the command to install it printed)
+# before any test runs.
+TEST_WORKERS ?= 2
+PARALLEL = -n $(TEST_WORKERS) --dist loadgroup
 test: $(STAMP)
 	bin/ensure_browser.sh
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m "not browser" $(PYTEST_ARGS)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m "not browser and not serial" $(PARALLEL) $(PYTEST_ARGS)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m "serial and not browser" $(PYTEST_ARGS)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m browser $(PYTEST_ARGS)
 
 test-broker: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m broker $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m "not slow" $(PARALLEL) $(PYTEST_ARGS)
 
 # ruff for style, import-linter for the architecture (the layers of DESIGN.md section 3).
 lint: $(STAMP)

@@ -34,7 +34,7 @@ from tests.support.processes import CeleryBeat, CeleryWorker, ManagedProcess, Re
 from tests.support.schedule_tasks import RECORD_RUN, RUN_KEY_PREFIX, scheduled_run_key
 from tests.support.waiting import wait_until
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 CHAOS_SECONDS = float(os.environ.get("BEAT_CHAOS_SECONDS", "60"))
 INTERVAL = 5  # the chaos schedule's interval, seconds

@@ -31,7 +31,7 @@ from tests.support.outage import StoppableBroker
 from tests.support.processes import CeleryWorker, ManagedProcess, Relay
 from tests.support.waiting import wait_until
 
-pytestmark = [pytest.mark.slow, pytest.mark.broker]
+pytestmark = [pytest.mark.slow, pytest.mark.broker, pytest.mark.serial]
 
 COMMITS = 100
 BOUND = 0.050  # seconds beyond the commit's own database work, p99

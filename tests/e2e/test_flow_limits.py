@@ -31,7 +31,7 @@ from tests.support.queues import purge_platform_queues
 from tests.support.rate_admissions import admissions
 from tests.support.waiting import wait_until
 
-pytestmark = [pytest.mark.slow, pytest.mark.broker, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.slow, pytest.mark.broker, pytest.mark.django_db(transaction=True), pytest.mark.serial]
 
 # The run is 500 jobs (about 50 s); the suite runs fewer to stay in its time budget, and
 # FLOW_RATE_TEST_JOBS=500 runs the full one.

@@ -15,7 +15,7 @@ from tests.support.processes import CeleryWorker, process_env
 from tests.support.queues import purge_platform_queues
 from tests.support.waiting import wait_until
 
-pytestmark = [pytest.mark.slow, pytest.mark.broker, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.slow, pytest.mark.broker, pytest.mark.django_db(transaction=True), pytest.mark.serial]
 
 JOBS = 1000
 # "Takes effect within 2 seconds": a worker reads the paused set every second.

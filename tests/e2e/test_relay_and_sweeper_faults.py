@@ -58,6 +58,7 @@ def _drain(env: dict[str, str], expected: int, *watched: ManagedProcess) -> floa
         return time.monotonic() - started
 
 
+@pytest.mark.serial  # compares two drain times: another test running meanwhile would skew one
 def test_a_worker_outage_never_multiplies_the_queue_and_the_backlog_drains_as_fast_as_without_it(clean_broker):
     env = fast_recovery_env(
         DELIVERY_RESEND_AFTER="3",

@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import pytest
 import redis
 
 from tasks.messages import Message
@@ -43,6 +44,11 @@ _broker = os.environ.get("TEST_BROKER_URL", "")
 RABBITMQ_URL = os.environ.get(
     "TEST_STREAMS_RABBITMQ_URL", _broker if _broker.startswith("amqp") else "amqp://guest:guest@127.0.0.1:5672//"
 )
+
+
+# The stream tests that reach RABBITMQ_URL share its exchanges and consumer queues: under
+# pytest-xdist they all run in one process (``--dist loadgroup``).
+ON_SHARED_RABBITMQ = pytest.mark.xdist_group("shared-rabbitmq")
 
 
 def streams_env(**overrides: str) -> dict[str, str]:

@@ -21,6 +21,7 @@ from tasks.transaction import register_event
 from tests.support.outage import TcpProxy
 from tests.support.processes import DurableRedisServer, Relay
 from tests.support.streams import (
+    ON_SHARED_RABBITMQ,
     RABBITMQ_URL,
     STREAM,
     StreamConsumer,
@@ -31,7 +32,7 @@ from tests.support.streams import (
 )
 from tests.support.waiting import wait_until
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [ON_SHARED_RABBITMQ, pytest.mark.django_db(transaction=True)]
 
 EVENTS = 10_000
 WRITERS = 4

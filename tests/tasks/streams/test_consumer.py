@@ -12,8 +12,10 @@ from kombu import Connection, Exchange, Producer
 
 from tasks.streams.consumer import RabbitMQConsumer, RedisStreamConsumer
 from tasks.streams.entries import exchange_name
-from tests.support.streams import RABBITMQ_URL, StreamConsumer, fields, handled
+from tests.support.streams import ON_SHARED_RABBITMQ, RABBITMQ_URL, StreamConsumer, fields, handled
 from tests.support.waiting import wait_until
+
+pytestmark = ON_SHARED_RABBITMQ
 
 
 def consumer(client: redis.Redis, handler, *, name: str = "c1", stream: str = "tests.consumed", **options):
@@ -140,6 +142,7 @@ def test_an_entry_whose_consumer_died_each_time_is_dead_lettered_after_the_cap(r
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # the takeover is bounded by the claim idle time
 def test_a_group_of_three_handles_every_entry_when_one_is_killed_mid_batch(transactional_db, redis_client):
     stream, group, idle = f"tests.group-{uuid.uuid4().hex[:6]}", "search", 2.0
     ids = [redis_client.xadd(stream, fields(key=f"k{n % 7}", payload={"sleep": 0.02})) for n in range(300)]

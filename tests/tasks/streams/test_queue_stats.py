@@ -11,7 +11,9 @@ from kombu import Connection, Producer
 from tasks.streams.consumer import RabbitMQConsumer
 from tasks.streams.queue_stats import consumer_queue_stats
 from tests.support.monitoring import samples
-from tests.support.streams import RABBITMQ_URL
+from tests.support.streams import ON_SHARED_RABBITMQ, RABBITMQ_URL
+
+pytestmark = ON_SHARED_RABBITMQ
 
 
 @pytest.fixture

@@ -14,9 +14,9 @@ from tasks.streams.entries import exchange_name
 from tasks.streams.sequencing import stream_events_sequence
 from tasks.streams.sinks import RabbitMQSink, RedisStreamSink, StreamConflict, StreamSinkUnavailable
 from tasks.transaction import register_event
-from tests.support.streams import RABBITMQ_URL, STREAM, StreamedItem
+from tests.support.streams import ON_SHARED_RABBITMQ, RABBITMQ_URL, STREAM, StreamedItem
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [ON_SHARED_RABBITMQ, pytest.mark.django_db(transaction=True)]
 
 
 def sequenced(count: int, key: str = "k") -> list[StreamEntry]:

@@ -9,7 +9,9 @@ from django.urls import reverse
 from tasks.monitoring import health
 from tasks.streams.stats import PROGRESS_KEY, redis_streams, stream_stats
 from tests.support.monitoring import samples
-from tests.support.streams import STREAM
+from tests.support.streams import ON_SHARED_RABBITMQ, STREAM
+
+pytestmark = ON_SHARED_RABBITMQ
 
 
 def by_group(redis_client, now=None) -> dict:
